@@ -1,0 +1,48 @@
+"""The actor runtime: Durable-Object-style actors on one trio process.
+
+It knows nothing of signaling or HTTP. See docs/architecture.md for the model.
+"""
+
+from .actor import Actor, ActorContext
+from .clock import WallClock
+from .errors import (
+    HandlerError,
+    MailboxFull,
+    Overloaded,
+    RuntimeFailure,
+    ShuttingDown,
+    StorageError,
+    UnknownNamespace,
+)
+from .ids import ActorId
+from .stats import NamespaceSnapshot
+from .storage import MemoryBackend, SQLiteBackend, Storage, StorageBackend
+from .streams import StreamCodec, StreamInfo, StreamLimits
+from .system import ActorStub, ActorSystem, Binding, RuntimeConfig, open_actor_system
+
+__all__ = [
+    "Actor",
+    "ActorContext",
+    "ActorId",
+    "ActorStub",
+    "ActorSystem",
+    "Binding",
+    "HandlerError",
+    "MailboxFull",
+    "MemoryBackend",
+    "NamespaceSnapshot",
+    "Overloaded",
+    "RuntimeConfig",
+    "RuntimeFailure",
+    "SQLiteBackend",
+    "ShuttingDown",
+    "Storage",
+    "StorageBackend",
+    "StorageError",
+    "StreamCodec",
+    "StreamInfo",
+    "StreamLimits",
+    "UnknownNamespace",
+    "WallClock",
+    "open_actor_system",
+]

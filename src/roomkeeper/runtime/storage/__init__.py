@@ -1,0 +1,17 @@
+"""Storage backends and the transactional view actors use."""
+
+from .base import UNCHANGED, ActorRecord, StorageBackend, StoredStream, WriteSet
+from .memory import MemoryBackend
+from .sqlite import SQLiteBackend
+from .view import Storage
+
+__all__ = [
+    "UNCHANGED",
+    "ActorRecord",
+    "MemoryBackend",
+    "SQLiteBackend",
+    "Storage",
+    "StorageBackend",
+    "StoredStream",
+    "WriteSet",
+]

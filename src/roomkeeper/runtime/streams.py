@@ -1,0 +1,218 @@
+"""Runtime-held event streams (the WebSocket Hibernation API's equivalent).
+
+The runtime, not the actor, owns each stream: it survives the actor's hibernation, gets
+heartbeats without waking it, and is bounded so a slow consumer never blocks the actor.
+Every event gets an id that strictly grows: ``max(last + 1, id_base + wall-clock µs)``,
+so ids keep growing across streams and restarts without a write per event.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from .clock import WallClock
+from .ids import ActorId
+
+
+class StreamCodec(Protocol):
+    """How events become bytes on the wire, and the runtime's own events."""
+
+    def preamble(self) -> bytes: ...
+
+    def encode(self, event_id: int, event: str, data: bytes) -> bytes: ...
+
+    def heartbeat(self, now: float) -> tuple[str, bytes]: ...
+
+    def goodbye(self) -> tuple[str, bytes]:
+        """The last event of every stream when the server shuts down."""
+        ...
+
+
+@attrs.frozen
+class StreamInfo:
+    """What an actor sees of one of its streams."""
+
+    stream_id: str
+    attachment: Any
+    last_id: int
+
+
+@attrs.frozen
+class StreamLimits:
+    max_bytes: int = 1 << 20
+    max_events: int = 1024
+    heartbeat: float = 10.0
+    claim_timeout: float = 10.0
+
+
+class Stream:
+    """One open stream: a bounded buffer of encoded frames and its id counter."""
+
+    __slots__ = (
+        "_lot",
+        "actor",
+        "attachment",
+        "buffer",
+        "buffered",
+        "claimed",
+        "close_reason",
+        "closed",
+        "id_base",
+        "last_id",
+        "last_write",
+        "opened_at",
+        "stream_id",
+    )
+
+    def __init__(
+        self, stream_id: str, actor: ActorId, attachment: Any, id_base: int, id_floor: int
+    ) -> None:
+        self.stream_id = stream_id
+        self.actor = actor
+        self.attachment = attachment
+        self.id_base = id_base
+        self.last_id = id_floor
+        self.buffer: deque[bytes] = deque()
+        self.buffered = 0
+        self.closed = False
+        self.close_reason = ""
+        self.claimed = False
+        self.opened_at = self.last_write = trio.current_time()
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def info(self) -> StreamInfo:
+        return StreamInfo(self.stream_id, self.attachment, self.last_id)
+
+
+class StreamRegistry:
+    """Every open stream of the system, by id and by actor."""
+
+    def __init__(
+        self,
+        codec: StreamCodec,
+        clock: WallClock,
+        limits: StreamLimits,
+        on_closed: Callable[[Stream, str], None],
+    ) -> None:
+        self.codec = codec
+        self.clock = clock
+        self.limits = limits
+        self._on_closed = on_closed
+        self._streams: dict[str, Stream] = {}
+        self._by_actor: dict[ActorId, dict[str, Stream]] = {}
+        self.opened_total = 0
+        self.overflowed_total = 0
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def count(self, namespace: str) -> int:
+        return sum(len(s) for a, s in self._by_actor.items() if a.namespace == namespace)
+
+    def get(self, stream_id: str) -> Stream | None:
+        return self._streams.get(stream_id)
+
+    def of(self, actor: ActorId) -> list[Stream]:
+        return list(self._by_actor.get(actor, {}).values())
+
+    def open(
+        self, stream_id: str, actor: ActorId, attachment: Any, id_base: int, id_floor: int
+    ) -> Stream:
+        stream = Stream(stream_id, actor, attachment, id_base, id_floor)
+        self._streams[stream_id] = stream
+        self._by_actor.setdefault(actor, {})[stream_id] = stream
+        self.opened_total += 1
+        return stream
+
+    def send(self, stream: Stream, event: str, data: bytes) -> int | None:
+        """Queue one event; the id it got, or None if the stream is closed or overflowed."""
+        if stream.closed:
+            return None
+        now_us = int(self.clock.now() * 1_000_000)
+        event_id = max(stream.last_id + 1, stream.id_base + now_us)
+        frame = self.codec.encode(event_id, event, data)
+        limits = self.limits
+        if stream.buffered + len(frame) > limits.max_bytes or len(stream.buffer) >= (
+            limits.max_events
+        ):
+            self.overflowed_total += 1
+            self._close(stream, "overflow", notify=True, keep_buffer=False)
+            return None
+        stream.last_id = event_id
+        stream.buffer.append(frame)
+        stream.buffered += len(frame)
+        stream.last_write = trio.current_time()
+        stream._lot.unpark()
+        return event_id
+
+    def close(self, stream: Stream, final: tuple[str, bytes] | None = None) -> int:
+        """Close on the actor's behalf (after an optional last event); the last id sent."""
+        if final is not None:
+            self.send(stream, *final)
+        self._close(stream, "closed", notify=False)
+        return stream.last_id
+
+    def _close(
+        self, stream: Stream, reason: str, *, notify: bool, keep_buffer: bool = True
+    ) -> None:
+        if stream.closed:
+            return
+        stream.closed = True
+        stream.close_reason = reason
+        if not keep_buffer:
+            stream.buffer.clear()
+            stream.buffered = 0
+        self._streams.pop(stream.stream_id, None)
+        owned = self._by_actor.get(stream.actor)
+        if owned is not None:
+            owned.pop(stream.stream_id, None)
+            if not owned:
+                del self._by_actor[stream.actor]
+        stream._lot.unpark_all()
+        if notify:
+            self._on_closed(stream, reason)
+
+    async def consume(self, stream: Stream) -> AsyncIterator[bytes]:
+        """Yield the stream's bytes as they come (bursts joined into one chunk) until it is
+        closed. If the consumer goes away first, the actor is told ("disconnected")."""
+        stream.claimed = True
+        try:
+            yield self.codec.preamble()
+            while True:
+                if stream.buffer:
+                    chunk = b"".join(stream.buffer)
+                    stream.buffer.clear()
+                    stream.buffered = 0
+                    yield chunk
+                elif stream.closed:
+                    return
+                else:
+                    await stream._lot.park()
+        finally:
+            self._close(stream, "disconnected", notify=True)
+
+    def shutdown(self) -> None:
+        """Send every stream the codec's goodbye and close it, telling no actor: the
+        streams stay recorded in storage, so their actors learn of it after a restart."""
+        final = self.codec.goodbye()
+        for stream in list(self._streams.values()):
+            self.send(stream, *final)
+            self._close(stream, "shutdown", notify=False)
+
+    async def run_ticker(self) -> None:
+        """Heartbeats on quiet streams; close streams nobody claimed in time."""
+        half = self.limits.heartbeat / 2
+        while True:
+            await trio.sleep(half)
+            now = trio.current_time()
+            event, data = self.codec.heartbeat(self.clock.now())
+            for stream in list(self._streams.values()):
+                if not stream.claimed and now - stream.opened_at >= self.limits.claim_timeout:
+                    self._close(stream, "unclaimed", notify=True)
+                elif now - stream.last_write >= half:
+                    self.send(stream, event, data)

@@ -1,0 +1,273 @@
+"""The actor system: namespaces, stubs, activations, alarms, streams and shutdown."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import orjson
+import trio
+
+from .activation import RETRY_DELAYS, Activation
+from .actor import Actor
+from .alarms import AlarmScheduler
+from .clock import WallClock
+from .errors import ShuttingDown, UnknownNamespace
+from .ids import ActorId
+from .mailbox import Envelope, Kind
+from .stats import NamespaceSnapshot, NamespaceStats
+from .storage import MemoryBackend, StorageBackend, WriteSet
+from .storage.base import UNCHANGED
+from .streams import Stream, StreamCodec, StreamInfo, StreamLimits, StreamRegistry
+
+log = logging.getLogger("roomkeeper.runtime")
+
+
+@attrs.frozen
+class RuntimeConfig:
+    """The runtime's settings; every one has a default that works on a fresh machine."""
+
+    mailbox_size: int = 1024
+    hibernate_after: float = 10.0
+    shutdown_timeout: float = 10.0
+    streams: StreamLimits = attrs.Factory(StreamLimits)
+
+
+@attrs.frozen
+class Binding:
+    """A namespace's actor class (or its dotted path ``pkg.mod:Class``) and environment."""
+
+    actor: type[Actor] | str
+    env: Any = None
+
+
+def resolve_actor(spec: type[Actor] | str) -> type[Actor]:
+    if not isinstance(spec, str):
+        return spec
+    module, _, name = spec.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    if not (isinstance(cls, type) and issubclass(cls, Actor)):
+        raise TypeError(f"{spec} is not an Actor subclass")
+    return cls
+
+
+class Namespace:
+    """A set of actors of one class; each name in it is one actor."""
+
+    def __init__(self, name: str, binding: Binding) -> None:
+        self.name = name
+        self.actor_class = resolve_actor(binding.actor)
+        self.env = binding.env
+        self.live: dict[ActorId, Activation] = {}
+        self.known: set[str] = set()  # hex ids activated in this process
+        self.stats = NamespaceStats()
+
+
+class ActorStub:
+    """A reference to one actor by id; cheap to make, valid across hibernation."""
+
+    __slots__ = ("id", "system")
+
+    def __init__(self, system: ActorSystem, actor_id: ActorId) -> None:
+        self.system = system
+        self.id = actor_id
+
+    async def ask(self, message: Any) -> Any:
+        """Send ``message`` and wait for the reply (after the actor's writes are durable).
+        Raises ``MailboxFull``/``ShuttingDown`` (retry later), ``HandlerError`` or
+        ``StorageError``."""
+        envelope = Envelope(Kind.MESSAGE, message, trio.lowlevel.current_task())
+        self.system._deliver(self.id, envelope)
+        return await envelope.wait()
+
+    def tell(self, message: Any) -> None:
+        """Send ``message`` without waiting; raises ``MailboxFull`` if it cannot be queued."""
+        self.system._deliver(self.id, Envelope(Kind.MESSAGE, message))
+
+
+class ActorSystem:
+    """Owns every actor's task in one nursery. Use ``open_actor_system``."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        backend: StorageBackend,
+        namespaces: Mapping[str, Binding],
+        codec: StreamCodec,
+        config: RuntimeConfig,
+        clock: WallClock,
+    ) -> None:
+        self.nursery = nursery
+        self.backend = backend
+        self.config = config
+        self.clock = clock
+        self.namespaces = {name: Namespace(name, b) for name, b in namespaces.items()}
+        self.streams = StreamRegistry(codec, clock, config.streams, self._stream_closed)
+        self.alarms = AlarmScheduler(clock, self._alarm_due)
+        self.closing = False
+        self._idle = trio.Event()
+        self._idle.set()
+
+    # -- public ----------------------------------------------------------------------
+    def get(self, namespace: str, name: str) -> ActorStub:
+        if namespace not in self.namespaces:
+            raise UnknownNamespace(namespace)
+        return ActorStub(self, ActorId(namespace, name))
+
+    def stats_for(self, namespace: Namespace) -> NamespaceStats:
+        return namespace.stats
+
+    def snapshot(self) -> list[NamespaceSnapshot]:
+        """Per-namespace counters and gauges (the HTTP layer publishes these)."""
+        out = []
+        for ns in self.namespaces.values():
+            depths = [len(a.mailbox) for a in ns.live.values()]
+            s = ns.stats
+            out.append(
+                NamespaceSnapshot(
+                    namespace=ns.name,
+                    live=len(ns.live),
+                    hibernated=len(ns.known) - len(ns.live),
+                    activations=s.activations,
+                    hibernations=s.hibernations,
+                    wakes=dict(s.wakes),
+                    messages=s.messages,
+                    errors=s.errors,
+                    mailbox_depth=sum(depths),
+                    mailbox_max=max(depths, default=0),
+                    streams=self.streams.count(ns.name),
+                )
+            )
+        return out
+
+    def is_live(self, actor: ActorId) -> bool:
+        return actor in self.namespaces[actor.namespace].live
+
+    # -- delivery --------------------------------------------------------------------
+    def _deliver(self, actor: ActorId, envelope: Envelope) -> None:
+        if self.closing:
+            raise ShuttingDown("server is shutting down")
+        ns = self.namespaces[actor.namespace]
+        activation = ns.live.get(actor)
+        if activation is None:
+            activation = Activation(self, ns, actor)
+            activation.wake = envelope.kind.value
+            ns.live[actor] = activation
+            self._idle = trio.Event() if self._idle.is_set() else self._idle
+            self.nursery.start_soon(activation.run, name=f"actor {actor}")
+        activation.mailbox.put(envelope)
+
+    def _deliver_system(self, actor: ActorId, envelope: Envelope) -> None:
+        if not self.closing:
+            self._deliver(actor, envelope)
+
+    def _alarm_due(self, actor: ActorId) -> None:
+        self._deliver_system(actor, Envelope(Kind.ALARM, None))
+
+    def _stream_closed(self, stream: Stream, reason: str) -> None:
+        self._deliver_system(stream.actor, Envelope(Kind.STREAM_CLOSED, (stream.info(), reason)))
+
+    def _retry_later(self, actor: ActorId, envelope: Envelope) -> None:
+        if envelope.attempt >= len(RETRY_DELAYS):
+            log.error("giving up on %s event for actor %s", envelope.kind.value, actor)
+            return
+        delay = RETRY_DELAYS[envelope.attempt]
+        envelope.attempt += 1
+
+        async def later() -> None:
+            await trio.sleep(delay)
+            self._deliver_system(actor, envelope)
+
+        self.nursery.start_soon(later)
+
+    # -- activation callbacks ----------------------------------------------------------
+    def _activated(self, activation: Activation, cause: Kind) -> None:
+        ns = activation.namespace
+        ns.stats.activations += 1
+        key = activation.actor_id.hex
+        if activation.wake is not None and key in ns.known:
+            ns.stats.wakes[activation.wake] += 1
+        ns.known.add(key)
+        activation.wake = None
+
+    def _hibernated(self, activation: Activation) -> None:
+        activation.namespace.stats.hibernations += 1
+
+    def _retire(self, activation: Activation) -> None:
+        ns = activation.namespace
+        if ns.live.get(activation.actor_id) is activation:
+            del ns.live[activation.actor_id]
+        if not any(n.live for n in self.namespaces.values()):
+            self._idle.set()
+
+    async def _commit(self, actor: ActorId, writes: WriteSet) -> None:
+        await self.backend.commit(actor, writes)
+        if writes.alarm is not UNCHANGED:
+            self.alarms.set(actor, writes.alarm)  # type: ignore[arg-type]
+
+    # -- start and stop --------------------------------------------------------------
+    async def _recover(self) -> None:
+        """Re-arm stored alarms and tell actors of streams the last process left open."""
+        for actor, when in await self.backend.alarms():
+            if actor.namespace in self.namespaces:
+                self.alarms.set(actor, when)
+        for stored in await self.backend.streams():
+            if stored.actor.namespace in self.namespaces:
+                info = StreamInfo(stored.stream_id, orjson.loads(stored.attachment), 0)
+                self._deliver(stored.actor, Envelope(Kind.STREAM_CLOSED, (info, "lost")))
+
+    async def shutdown(self) -> None:
+        """Stop taking messages, let each actor finish the one in hand and persist, then
+        close every stream with the codec's goodbye; bounded by ``shutdown_timeout``."""
+        if self.closing:
+            return
+        self.closing = True
+        with trio.move_on_after(self.config.shutdown_timeout) as scope:
+            for ns in self.namespaces.values():
+                for activation in list(ns.live.values()):
+                    activation.mailbox.put_first(Envelope(Kind.STOP, None))
+            await self._idle.wait()
+        if scope.cancelled_caught:
+            log.warning("shutdown timed out with actors still running")
+        self.streams.shutdown()
+
+
+@asynccontextmanager
+async def open_actor_system(
+    namespaces: Mapping[str, Binding],
+    *,
+    codec: StreamCodec,
+    backend: StorageBackend | None = None,
+    config: RuntimeConfig | None = None,
+    clock: WallClock | None = None,
+) -> AsyncIterator[ActorSystem]:
+    """Run an actor system for the duration of the block; shuts down gracefully on exit.
+
+    The backend is opened here and closed on exit (default: in memory).
+    """
+    backend = backend if backend is not None else MemoryBackend()
+    await backend.open()
+    try:
+        async with trio.open_nursery() as nursery:
+            system = ActorSystem(
+                nursery, backend, namespaces, codec, config or RuntimeConfig(), clock or WallClock()
+            )
+            nursery.start_soon(system.alarms.run, name="alarms")
+            nursery.start_soon(system.streams.run_ticker, name="stream ticker")
+            await system._recover()
+            try:
+                yield system
+            finally:
+                with trio.CancelScope(shield=True):
+                    await system.shutdown()
+                nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await backend.close()
+
+
+__all__ = ["ActorStub", "ActorSystem", "Binding", "RuntimeConfig", "open_actor_system"]

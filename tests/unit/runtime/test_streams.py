@@ -1,0 +1,123 @@
+"""Runtime-held streams: ids, heartbeats without waking, slow consumers, closes, restarts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from roomkeeper.runtime import SQLiteBackend, StreamLimits, WallClock
+from roomkeeper.runtime.system import ActorSystem
+
+from .conftest import EPOCH, system
+
+
+async def collect(sys: ActorSystem, stream_id: str, into: list[bytes]) -> None:
+    stream = sys.streams.get(stream_id)
+    assert stream is not None
+    async for chunk in sys.streams.consume(stream):
+        into.extend(line for line in chunk.split(b"\n") if line)
+
+
+def ids(lines: list[bytes]) -> list[int]:
+    return [int(line.split()[0]) for line in lines if line != b"start"]
+
+
+async def test_events_reach_the_consumer_in_order_with_growing_ids(autojump_clock: Any) -> None:
+    async with system() as sys:
+        stub = sys.get("counters", "a")
+        sid = await stub.ask(("stream", {"who": "x"}, 10**20))
+        lines: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collect, sys, sid, lines)
+            for i in range(5):
+                assert await stub.ask(("send", sid, b"%d" % i)) is not None
+            await trio.sleep(1)
+            assert await stub.ask(("close", sid)) is not None
+        assert lines[0] == b"start"
+        assert [line.split()[2] for line in lines[1:]] == [b"0", b"1", b"2", b"3", b"4", b"bye"]
+        got = ids(lines)
+        assert got == sorted(set(got)) and got[0] >= 10**20 + int(EPOCH * 1e6)
+
+
+async def test_heartbeats_flow_without_waking_a_hibernated_actor(autojump_clock: Any) -> None:
+    async with system(hibernate_after=10) as sys:
+        stub = sys.get("counters", "a")
+        sid = await stub.ask(("stream", {"who": "x"}))
+        lines: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collect, sys, sid, lines)
+            await trio.sleep(60)
+            assert not sys.is_live(stub.id)
+            beats = [line for line in lines if b" hb " in line]
+            assert 5 <= len(beats) <= 12  # never quiet longer than the 10 s interval
+            assert sys.snapshot()[0].activations == 1
+            # after a wake the actor still sees its stream and attachment
+            assert await stub.ask(("streams",)) == [(sid, {"who": "x"})]
+            nursery.cancel_scope.cancel()
+        got = ids(lines)
+        assert got == sorted(set(got))
+
+
+async def test_consumer_going_away_is_told_to_the_actor(autojump_clock: Any) -> None:
+    events: list[tuple[str, Any]] = []
+    async with system(events=events) as sys:
+        stub = sys.get("counters", "a")
+        sid = await stub.ask(("stream", {"who": "x"}))
+        with trio.move_on_after(1):
+            await collect(sys, sid, [])
+        await trio.sleep(1)
+        assert ("closed", ({"who": "x"}, "disconnected")) in events
+        assert await stub.ask(("streams",)) == []
+        assert sys.snapshot()[0].wakes["stream"] == 0
+
+
+async def test_slow_consumer_is_cut_off_with_bounded_memory(autojump_clock: Any) -> None:
+    events: list[tuple[str, Any]] = []
+    limits = StreamLimits(max_bytes=10_000, max_events=1000, heartbeat=10, claim_timeout=60)
+    async with system(events=events, streams=limits) as sys:
+        stub = sys.get("counters", "a")
+        sid = await stub.ask(("stream", {"who": "slow"}))
+        stream = sys.streams.get(sid)
+        assert stream is not None
+        payload = b"x" * 1000
+        sent = 0
+        while await stub.ask(("send", sid, payload)) is not None:
+            sent += 1
+            assert stream.buffered <= 10_000
+        assert 5 <= sent <= 10
+        await trio.sleep(1)
+        assert ("closed", ({"who": "slow"}, "overflow")) in events
+        assert stream.buffered == 0 and sys.streams.get(sid) is None
+
+
+async def test_unclaimed_stream_is_closed(autojump_clock: Any) -> None:
+    events: list[tuple[str, Any]] = []
+    async with system(events=events) as sys:
+        await sys.get("counters", "a").ask(("stream", {"who": "x"}))
+        await trio.sleep(20)
+        assert ("closed", ({"who": "x"}, "unclaimed")) in events
+
+
+async def test_shutdown_says_goodbye_and_a_restart_reports_lost_streams(
+    disk_clock: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "s.sqlite3"
+    clock = WallClock(EPOCH)
+    lines: list[bytes] = []
+    async with trio.open_nursery() as outer:
+        async with system(backend=SQLiteBackend(path), clock=clock) as sys:
+            sid = await sys.get("counters", "a").ask(("stream", {"who": "x"}))
+            outer.start_soon(collect, sys, sid, lines)
+            await trio.sleep(1)
+    assert lines[-1].endswith(b"bye shutdown")
+    events: list[tuple[str, Any]] = []
+    async with system(backend=SQLiteBackend(path), clock=clock, events=events) as sys:
+        await trio.testing.wait_all_tasks_blocked()
+        assert await sys.get("counters", "a").ask(("get",)) == 0
+        assert ("closed", ({"who": "x"}, "lost")) in events
+    events.clear()
+    async with system(backend=SQLiteBackend(path), clock=clock, events=events) as sys:
+        assert await sys.get("counters", "a").ask(("get",)) == 0
+        assert not [e for e in events if e[0] == "closed"]  # reported once, then forgotten

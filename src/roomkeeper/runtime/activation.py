@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import outcome
 import trio
 
@@ -14,7 +13,6 @@ from .errors import HandlerError, RuntimeFailure, ShuttingDown, StorageError
 from .ids import ActorId
 from .mailbox import Envelope, Kind, Mailbox
 from .storage import Storage
-from .streams import StreamInfo
 
 if TYPE_CHECKING:
     from .system import ActorSystem, Namespace
@@ -167,11 +165,3 @@ class Activation:
             stream = registry.get(stream_id)
             if stream is not None:
                 registry.close(stream)
-
-
-def stream_closed_envelope(info: StreamInfo, reason: str) -> Envelope:
-    return Envelope(Kind.STREAM_CLOSED, (info, reason))
-
-
-def decode_attachment(raw: bytes) -> Any:
-    return orjson.loads(raw)

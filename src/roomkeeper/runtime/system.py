@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
-import orjson
 import trio
 
+from ..jsonutil import loads
 from .activation import RETRY_DELAYS, Activation
 from .actor import Actor
 from .alarms import AlarmScheduler
@@ -217,7 +217,7 @@ class ActorSystem:
                 self.alarms.set(actor, when)
         for stored in await self.backend.streams():
             if stored.actor.namespace in self.namespaces:
-                info = StreamInfo(stored.stream_id, orjson.loads(stored.attachment), 0)
+                info = StreamInfo(stored.stream_id, loads(stored.attachment), 0)
                 self._deliver(stored.actor, Envelope(Kind.STREAM_CLOSED, (info, "lost")))
 
     async def shutdown(self) -> None:

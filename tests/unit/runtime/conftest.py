@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from roomkeeper.runtime import (
@@ -68,7 +69,7 @@ class Counter(Actor):
             return self.ctx.storage.get("n", 0)
         if op == "seq":
             self.seen.append(args[0])
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             return list(self.seen)
         if op == "boom":
             self.ctx.storage.put("n", -1)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import trio
 
-from roomkeeper.runtime import SQLiteBackend, ShuttingDown, WallClock
+from roomkeeper.runtime import ShuttingDown, SQLiteBackend, WallClock
 
 from .conftest import EPOCH, system
 

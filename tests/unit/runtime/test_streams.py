@@ -106,11 +106,13 @@ async def test_shutdown_says_goodbye_and_a_restart_reports_lost_streams(
     path = tmp_path / "s.sqlite3"
     clock = WallClock(EPOCH)
     lines: list[bytes] = []
-    async with trio.open_nursery() as outer:
-        async with system(backend=SQLiteBackend(path), clock=clock) as sys:
-            sid = await sys.get("counters", "a").ask(("stream", {"who": "x"}))
-            outer.start_soon(collect, sys, sid, lines)
-            await trio.sleep(1)
+    async with (
+        trio.open_nursery() as outer,
+        system(backend=SQLiteBackend(path), clock=clock) as sys,
+    ):
+        sid = await sys.get("counters", "a").ask(("stream", {"who": "x"}))
+        outer.start_soon(collect, sys, sid, lines)
+        await trio.sleep(1)
     assert lines[-1].endswith(b"bye shutdown")
     events: list[tuple[str, Any]] = []
     async with system(backend=SQLiteBackend(path), clock=clock, events=events) as sys:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
+from ...jsonutil import dumps, loads
 from .base import UNCHANGED, WriteSet
 
 
 def encode(value: Any) -> bytes:
     """JSON text of a value; raises TypeError for anything JSON cannot hold."""
     try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError as exc:
+        return dumps(value)
+    except TypeError as exc:
         raise TypeError(f"storage values must be JSON-serialisable: {exc}") from exc
 
 
@@ -33,7 +32,7 @@ class Storage:
     # -- the actor's API -------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
         raw = self._read(key)
-        return default if raw is None else orjson.loads(raw)
+        return default if raw is None else loads(raw)
 
     def put(self, key: str, value: Any) -> None:
         self._writes.puts[key] = encode(value)
@@ -48,7 +47,7 @@ class Storage:
         keys = {k for k in self._committed if k.startswith(prefix)}
         keys |= {k for k in self._writes.puts if k.startswith(prefix)}
         keys -= self._writes.deletes
-        return {k: orjson.loads(raw) for k in sorted(keys) if (raw := self._read(k)) is not None}
+        return {k: loads(raw) for k in sorted(keys) if (raw := self._read(k)) is not None}
 
     def __len__(self) -> int:
         return len(self.list())

@@ -1,0 +1,1 @@
+"""roomkeeper's application actors, loaded by the runtime from configuration."""

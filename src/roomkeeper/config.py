@@ -1,0 +1,271 @@
+"""The server's settings: one frozen attrs class, filled from flags, environment and defaults.
+
+Each setting is a field of `Config` whose metadata says how to read it from text (for a
+command-line flag or a `ROOMKEEPER_<NAME>` variable) and how to check it. A flag wins over
+the environment, the environment over the default.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "ENV_PREFIX",
+    "LOG_LEVELS",
+    "MEMORY",
+    "Config",
+    "ConfigError",
+    "config_from_sources",
+    "default_storage",
+    "env_name",
+    "flag_name",
+]
+
+ENV_PREFIX = "ROOMKEEPER_"
+MEMORY = "memory"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+_INT = re.compile(r"[+-]?[0-9]+")
+_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")
+
+Check = Callable[[Any], str | None]
+Parse = Callable[[str], Any]
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; the message names the setting and says what is wrong."""
+
+
+def default_storage(environ: Mapping[str, str] | None = None) -> str:
+    """`<data dir>/roomkeeper.sqlite3`, the data dir following the XDG base directory spec."""
+    env = os.environ if environ is None else environ
+    xdg = env.get("XDG_DATA_HOME", "")
+    if xdg and Path(xdg).is_absolute():
+        base = Path(xdg)
+    else:
+        home = env.get("HOME") or str(Path.home())
+        base = Path(home) / ".local" / "share"
+    return str(base / "roomkeeper" / "roomkeeper.sqlite3")
+
+
+def _show(value: object) -> str:
+    """A repr short enough for a one-line error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --- checks: each returns what is wrong with a value, or None --------------------------------
+
+
+def _finite(value: object) -> float | None:
+    """The value if it is a finite int or float (not a bool), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return None
+
+
+def _positive(value: object) -> str | None:
+    number = _finite(value)
+    if number is None or number <= 0:
+        return f"must be a positive number, got {_show(value)}"
+    return None
+
+
+def _at_least_one(value: object) -> str | None:
+    number = _finite(value)
+    if number is None or number < 1:
+        return f"must be a number of at least 1, got {_show(value)}"
+    return None
+
+
+def _positive_int(value: object) -> str | None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        return f"must be a positive integer, got {_show(value)}"
+    return None
+
+
+def _port(value: object) -> str | None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
+        return f"must be an integer from 0 to 65535, got {_show(value)}"
+    return None
+
+
+def _non_empty(value: object) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return f"must be a non-empty string, got {_show(value)}"
+    return None
+
+
+def _log_level(value: object) -> str | None:
+    if value not in LOG_LEVELS:
+        return f"must be one of {', '.join(LOG_LEVELS)}, got {_show(value)}"
+    return None
+
+
+def _origins(value: object) -> str | None:
+    if not isinstance(value, tuple) or not value:
+        return f"must be '*' or a non-empty list of origins, got {_show(value)}"
+    if "*" in value:
+        return None if value == ("*",) else "'*' cannot be combined with other origins"
+    for origin in value:
+        if not isinstance(origin, str) or not (origin == "null" or _ORIGIN.fullmatch(origin)):
+            return f"{_show(origin)} is not an origin like https://example.com (no path, no slash)"
+    return None
+
+
+# --- parsers: text from a flag or the environment to a value ----------------------------------
+
+
+def _parse_int(text: str) -> int:
+    try:
+        if _INT.fullmatch(text.strip()):
+            return int(text)
+    except ValueError:  # more digits than int() accepts
+        pass
+    raise ConfigError(f"must be an integer, got {_show(text)}")
+
+
+def _parse_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"must be a number, got {_show(text)}") from None
+
+
+def _parse_str(text: str) -> str:
+    return text
+
+
+def _parse_stripped(text: str) -> str:
+    return text.strip()
+
+
+def _parse_lower(text: str) -> str:
+    return text.strip().lower()
+
+
+def _parse_origins(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _validator(check: Check) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def validate(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        problem = check(value)
+        if problem is not None:
+            raise ConfigError(f"{attribute.name}: {problem}")
+
+    return validate
+
+
+def _setting(default: Any, check: Check, parse: Parse, help: str, metavar: str = "N") -> Any:
+    """An attrs field carrying its own check, text parser, help line and placeholder."""
+    meta = {"check": check, "parse": parse, "help": help, "metavar": metavar}
+    return attrs.field(default=default, validator=_validator(check), metadata=meta)
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """Every setting of a roomkeeper server, with defaults that work on a fresh machine."""
+
+    host: str = _setting("127.0.0.1", _non_empty, _parse_stripped, "address to listen on", "ADDR")
+    port: int = _setting(
+        8787, _port, _parse_int, "TCP port to listen on (0: any free port)", "PORT"
+    )
+    heartbeat: float = _setting(
+        10.0, _positive, _parse_float, "seconds between heartbeats", "SECONDS"
+    )
+    grace: float = _setting(
+        30.0, _positive, _parse_float, "seconds a session outlives its dropped stream", "SECONDS"
+    )
+    rate_burst: float = _setting(
+        200.0, _at_least_one, _parse_float, "signals a session may send at once"
+    )
+    rate_refill: float = _setting(
+        50.0, _positive, _parse_float, "signals per second a session's budget regains"
+    )
+    hibernate_after: float = _setting(
+        10.0,
+        _positive,
+        _parse_float,
+        "idle seconds before a room is dropped from memory",
+        "SECONDS",
+    )
+    storage: str = _setting(
+        attrs.Factory(default_storage),
+        _non_empty,
+        _parse_str,
+        f"SQLite file for room state, or '{MEMORY}' to keep it in memory",
+        "PATH",
+    )
+    cors_origins: tuple[str, ...] = _setting(
+        ("*",), _origins, _parse_origins, "comma-separated allowed origins, or '*'", "ORIGINS"
+    )
+    log_level: str = _setting(
+        "info", _log_level, _parse_lower, "one of " + ", ".join(LOG_LEVELS), "LEVEL"
+    )
+    queue_limit: int = _setting(
+        256, _positive_int, _parse_int, "signals held per session while it reconnects"
+    )
+    mailbox_size: int = _setting(1024, _positive_int, _parse_int, "messages an actor may queue")
+    max_body: int = _setting(
+        102400, _positive_int, _parse_int, "largest POST body in bytes", "BYTES"
+    )
+    retry_ms: int = _setting(
+        2000, _positive_int, _parse_int, "reconnect delay sent to clients as SSE retry:", "MS"
+    )
+
+    @property
+    def in_memory(self) -> bool:
+        """True when room state lives only in memory (storage is the literal `memory`)."""
+        return self.storage == MEMORY
+
+
+def flag_name(name: str) -> str:
+    """The command-line flag of a setting: `rate_burst` -> `--rate-burst`."""
+    return "--" + name.replace("_", "-")
+
+
+def env_name(name: str) -> str:
+    """The environment variable of a setting: `rate_burst` -> `ROOMKEEPER_RATE_BURST`."""
+    return ENV_PREFIX + name.upper()
+
+
+def _read(field: attrs.Attribute[Any], text: str, label: str) -> Any:
+    try:
+        value = field.metadata["parse"](text)
+        problem = field.metadata["check"](value)
+    except ConfigError as err:
+        raise ConfigError(f"{label}: {err}") from None
+    if problem is not None:
+        raise ConfigError(f"{label}: {problem}")
+    return value
+
+
+def config_from_sources(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> Config:
+    """Build a `Config` from flag texts (by setting name; None = not given) and an environment.
+
+    A flag wins over `ROOMKEEPER_<NAME>`, which wins over the default; an empty variable
+    counts as unset. Raises `ConfigError` naming the flag or variable at fault.
+    """
+    values: dict[str, Any] = {}
+    for field in attrs.fields(Config):
+        flag = flags.get(field.name)
+        env = environ.get(env_name(field.name), "")
+        if flag is not None:
+            values[field.name] = _read(field, flag, flag_name(field.name))
+        elif env != "":
+            values[field.name] = _read(field, env, env_name(field.name))
+    if "storage" not in values:
+        values["storage"] = default_storage(environ)
+    return Config(**values)

@@ -1,0 +1,86 @@
+"""Cross-origin rules: which headers to add to answers and to preflights.
+
+With `("*",)` every answer allows every origin. With a list, a listed `Origin` is echoed
+back; every answer then carries `Vary: Origin`, because its headers depend on the origin
+(an unlisted one gets no `Access-Control-Allow-Origin`, so the browser blocks the page).
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+__all__ = ["ALLOWED_HEADERS", "ALLOWED_METHODS", "EXPOSED_HEADERS", "CorsPolicy"]
+
+ALLOWED_METHODS = "GET, POST, OPTIONS"
+# By name: a `*` in Access-Control-Allow-Headers never covers Authorization.
+ALLOWED_HEADERS = ("Content-Type", "Authorization", "X-Token", "X-Session-Id", "Last-Event-ID")
+EXPOSED_HEADERS = "Retry-After"
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an HTTP field name (RFC 9110 token)
+
+
+@attrs.frozen
+class CorsPolicy:
+    """The allowed origins (`("*",)` for any) and how long browsers may cache a preflight."""
+
+    origins: tuple[str, ...] = ("*",)
+    max_age: int = 7200
+    _any: bool = attrs.field(init=False)
+    _listed: frozenset[str] = attrs.field(init=False)
+
+    @_any.default
+    def _any_default(self) -> bool:
+        return "*" in self.origins
+
+    @_listed.default
+    def _listed_default(self) -> frozenset[str]:
+        return frozenset(self.origins)
+
+    def headers_for(self, origin: str | None) -> dict[str, str]:
+        """CORS headers for an actual answer (errors and streams included)."""
+        if self._any:
+            return {
+                "Access-Control-Allow-Origin": "*",
+                "Access-Control-Expose-Headers": EXPOSED_HEADERS,
+            }
+        if origin is not None and origin in self._listed:
+            return {
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Expose-Headers": EXPOSED_HEADERS,
+                "Vary": "Origin",
+            }
+        return {"Vary": "Origin"}
+
+    def preflight_headers(
+        self,
+        origin: str | None,
+        requested_method: str | None = None,
+        requested_headers: str | None = None,
+    ) -> dict[str, str]:
+        """Headers for an `OPTIONS` preflight; the allowed methods are fixed, so
+        `requested_method` changes nothing. Requested header names are allowed as well."""
+        del requested_method
+        headers = self.headers_for(origin)
+        if "Access-Control-Allow-Origin" not in headers:
+            headers["Vary"] = "Origin, Access-Control-Request-Headers"
+            return headers
+        headers["Access-Control-Allow-Methods"] = ALLOWED_METHODS
+        headers["Access-Control-Allow-Headers"] = ", ".join(_allowed_headers(requested_headers))
+        headers["Access-Control-Max-Age"] = str(self.max_age)
+        headers["Vary"] = ", ".join(
+            [*(["Origin"] if not self._any else []), "Access-Control-Request-Headers"]
+        )
+        return headers
+
+
+def _allowed_headers(requested: str | None) -> list[str]:
+    """Our named headers, then any other well-formed names the browser asked for."""
+    names = list(ALLOWED_HEADERS)
+    seen = {name.lower() for name in names}
+    for part in (requested or "").split(","):
+        name = part.strip()
+        if _TOKEN.fullmatch(name) and name.lower() not in seen:
+            seen.add(name.lower())
+            names.append(name)
+    return names

@@ -1,0 +1,59 @@
+"""API errors: status, JSON body, extra headers."""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+import pytest
+
+from roomkeeper.http.errors import ApiError, error_response, method_not_allowed, retry_after
+
+
+def test_error_response_shape() -> None:
+    body, status, headers = error_response(ApiError(400, "room missing"))
+    assert status == 400
+    assert orjson.loads(body) == {"error": "room missing"}
+    assert headers == {"Content-Type": "application/json"}
+
+
+def test_error_response_extra_headers() -> None:
+    err = ApiError(429, "Too Many Requests", {"Retry-After": "2"})
+    body, status, headers = error_response(err)
+    assert (status, headers["Retry-After"], headers["Content-Type"]) == (
+        429,
+        "2",
+        "application/json",
+    )
+    assert orjson.loads(body) == {"error": "Too Many Requests"}
+
+
+def test_error_message_with_any_text_is_valid_json() -> None:
+    body, _, _ = error_response(ApiError(400, 'quote " and \u00e9 and \n'))
+    assert orjson.loads(body) == {"error": 'quote " and \u00e9 and \n'}
+    assert b"\n" not in body
+
+
+def test_api_error_is_an_exception_with_fields() -> None:
+    err = ApiError(403, "Forbidden")
+    assert isinstance(err, Exception)
+    assert (err.status, err.message, err.headers) == (403, "Forbidden", {})
+    assert str(err) == "403 Forbidden"
+    assert repr(err) == "ApiError(403, 'Forbidden')"
+    headers = {"Allow": "GET"}
+    err = ApiError(405, "x", headers)
+    headers["Allow"] = "changed"
+    assert err.headers == {"Allow": "GET"}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "header"),
+    [(0.0, "1"), (0.01, "1"), (1.0, "1"), (1.2, "2"), (59.99, "60"), (-3, "1"), (math.inf, "1")],
+)
+def test_retry_after_whole_seconds(seconds: float, header: str) -> None:
+    assert retry_after(seconds) == {"Retry-After": header}
+
+
+def test_method_not_allowed_carries_allow() -> None:
+    err = method_not_allowed(["POST", "OPTIONS"])
+    assert (err.status, err.headers) == (405, {"Allow": "POST, OPTIONS"})

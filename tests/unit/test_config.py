@@ -1,0 +1,240 @@
+"""Settings: defaults, precedence flag > environment > default, and every check."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from roomkeeper.config import (
+    Config,
+    ConfigError,
+    config_from_sources,
+    default_storage,
+    env_name,
+    flag_name,
+)
+
+HOME = {"HOME": "/home/someone"}
+DEFAULT_DB = "/home/someone/.local/share/roomkeeper/roomkeeper.sqlite3"
+
+
+def build(flags: Mapping[str, str | None] | None = None, /, **env: str) -> Config:
+    return config_from_sources(flags or {}, {**HOME, **env})
+
+
+def error(flags: Mapping[str, str | None] | None = None, /, **env: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        build(flags, **env)
+    return str(info.value)
+
+
+def test_defaults() -> None:
+    config = build()
+    assert attrs.asdict(config) == {
+        "host": "127.0.0.1",
+        "port": 8787,
+        "heartbeat": 10.0,
+        "grace": 30.0,
+        "rate_burst": 200.0,
+        "rate_refill": 50.0,
+        "hibernate_after": 10.0,
+        "storage": DEFAULT_DB,
+        "cors_origins": ("*",),
+        "log_level": "info",
+        "queue_limit": 256,
+        "mailbox_size": 1024,
+        "max_body": 102400,
+        "retry_ms": 2000,
+    }
+    assert not config.in_memory
+
+
+def test_config_is_frozen_and_keyword_only() -> None:
+    config = Config(storage="memory")
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        config.port = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Config("0.0.0.0")  # type: ignore[call-arg]
+    assert attrs.evolve(config, port=9000).port == 9000
+
+
+def test_direct_default_storage_uses_the_process_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert Config().storage == str(tmp_path / "roomkeeper" / "roomkeeper.sqlite3")
+
+
+def test_storage_follows_xdg_data_home() -> None:
+    env = {"XDG_DATA_HOME": "/data/xdg", **HOME}
+    assert default_storage(env) == "/data/xdg/roomkeeper/roomkeeper.sqlite3"
+    assert config_from_sources({}, env).storage == "/data/xdg/roomkeeper/roomkeeper.sqlite3"
+
+
+@pytest.mark.parametrize("xdg", ["", "relative/dir"])
+def test_storage_ignores_empty_or_relative_xdg(xdg: str) -> None:
+    assert default_storage({"XDG_DATA_HOME": xdg, **HOME}) == DEFAULT_DB
+
+
+def test_storage_without_home_variable_uses_the_user_home() -> None:
+    expected = Path.home() / ".local/share/roomkeeper/roomkeeper.sqlite3"
+    assert default_storage({}) == str(expected)
+
+
+def test_memory_storage() -> None:
+    assert build({"storage": "memory"}).in_memory
+    assert build(ROOMKEEPER_STORAGE="memory").in_memory
+    assert build({"storage": "/srv/rk.sqlite3"}).storage == "/srv/rk.sqlite3"
+
+
+def test_names() -> None:
+    assert flag_name("rate_burst") == "--rate-burst"
+    assert env_name("hibernate_after") == "ROOMKEEPER_HIBERNATE_AFTER"
+
+
+# --- precedence ---------------------------------------------------------------------------
+
+EXAMPLES: list[tuple[str, str, Any]] = [
+    ("host", "0.0.0.0", "0.0.0.0"),
+    ("port", "9000", 9000),
+    ("heartbeat", "2.5", 2.5),
+    ("grace", "5", 5.0),
+    ("rate_burst", "10", 10.0),
+    ("rate_refill", "0.5", 0.5),
+    ("hibernate_after", "60", 60.0),
+    ("storage", "/tmp/x.sqlite3", "/tmp/x.sqlite3"),
+    ("cors_origins", "https://a.example, http://localhost:3000", None),
+    ("log_level", "DEBUG", "debug"),
+    ("queue_limit", "16", 16),
+    ("mailbox_size", "64", 64),
+    ("max_body", "2048", 2048),
+    ("retry_ms", "500", 500),
+]
+
+
+def test_examples_cover_every_setting() -> None:
+    assert {name for name, _, _ in EXAMPLES} == {f.name for f in attrs.fields(Config)}
+
+
+@pytest.mark.parametrize(("name", "text", "value"), EXAMPLES)
+def test_env_over_default(name: str, text: str, value: Any) -> None:
+    config = build(**{env_name(name): text})
+    expected = value if value is not None else ("https://a.example", "http://localhost:3000")
+    assert getattr(config, name) == expected
+
+
+@pytest.mark.parametrize(("name", "text", "value"), EXAMPLES)
+def test_flag_over_env(name: str, text: str, value: Any) -> None:
+    default = getattr(build(), name)
+    config = build({name: text}, **{env_name(name): "garbage that would fail"})
+    assert getattr(config, name) != default
+    expected = value if value is not None else ("https://a.example", "http://localhost:3000")
+    assert getattr(config, name) == expected
+
+
+def test_unset_flag_falls_through_to_env() -> None:
+    assert build({"port": None}, ROOMKEEPER_PORT="1234").port == 1234
+
+
+def test_empty_env_counts_as_unset() -> None:
+    assert build(ROOMKEEPER_PORT="", ROOMKEEPER_HOST="").port == 8787
+
+
+def test_unrelated_env_ignored() -> None:
+    assert build(PORT="1", ROOMKEEPER="x", roomkeeper_port="2").port == 8787
+
+
+# --- checks -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "problem"),
+    [
+        ("port", "abc", "must be an integer"),
+        ("port", "80.5", "must be an integer"),
+        ("port", "1_000", "must be an integer"),
+        ("port", "-1", "from 0 to 65535"),
+        ("port", "65536", "from 0 to 65535"),
+        ("port", "9" * 5000, "must be an integer"),
+        ("heartbeat", "0", "positive number"),
+        ("heartbeat", "-1", "positive number"),
+        ("heartbeat", "nan", "positive number"),
+        ("heartbeat", "inf", "positive number"),
+        ("heartbeat", "1e999", "positive number"),
+        ("heartbeat", "ten", "must be a number"),
+        ("grace", "0", "positive number"),
+        ("rate_burst", "0.5", "at least 1"),
+        ("rate_refill", "0", "positive number"),
+        ("hibernate_after", "-0.1", "positive number"),
+        ("host", " ", "non-empty string"),
+        ("storage", "", "non-empty string"),
+        ("log_level", "verbose", "one of debug, info"),
+        ("cors_origins", "", "non-empty list of origins"),
+        ("cors_origins", " , ", "non-empty list of origins"),
+        ("cors_origins", "*,https://a.example", "cannot be combined"),
+        ("cors_origins", "https://a.example/", "is not an origin"),
+        ("cors_origins", "a.example", "is not an origin"),
+        ("cors_origins", "https://a.example/path", "is not an origin"),
+        ("queue_limit", "0", "positive integer"),
+        ("mailbox_size", "-5", "positive integer"),
+        ("max_body", "0", "positive integer"),
+        ("retry_ms", "0", "positive integer"),
+        ("retry_ms", "1.5", "must be an integer"),
+    ],
+)
+def test_bad_values_name_their_source(name: str, text: str, problem: str) -> None:
+    from_flag = error({name: text})
+    assert from_flag.startswith(flag_name(name) + ": ")
+    assert problem in from_flag
+    if text:  # an empty variable is unset, not wrong
+        from_env = error(**{env_name(name): text})
+        assert from_env.startswith(env_name(name) + ": ")
+        assert problem in from_env
+
+
+def test_error_messages_stay_short() -> None:
+    message = error({"port": "9" * 5000})
+    assert len(message) < 120
+    assert "\n" not in message
+
+
+def test_origins_accepted_forms() -> None:
+    config = build({"cors_origins": "https://a.example:8443,null,http://[::1]:5173"})
+    assert config.cors_origins == ("https://a.example:8443", "null", "http://[::1]:5173")
+    assert build({"cors_origins": " * "}).cors_origins == ("*",)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("port", True),
+        ("port", 1.0),
+        ("port", 70000),
+        ("heartbeat", math.nan),
+        ("heartbeat", math.inf),
+        ("heartbeat", False),
+        ("heartbeat", "10"),
+        ("grace", 0),
+        ("rate_burst", 0),
+        ("queue_limit", 1.5),
+        ("log_level", "INFO"),
+        ("cors_origins", ["*"]),
+        ("cors_origins", ()),
+        ("storage", None),
+        ("host", ""),
+    ],
+)
+def test_direct_construction_checks_too(field: str, value: Any) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config(**{field: value})
+    assert str(info.value).startswith(f"{field}: ")
+
+
+def test_direct_construction_accepts_ints_for_floats_and_huge_ints() -> None:
+    config = Config(heartbeat=1, grace=10**400, port=0, storage="memory")
+    assert (config.heartbeat, config.port) == (1, 0)

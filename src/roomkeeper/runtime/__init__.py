@@ -19,6 +19,7 @@ from .stats import NamespaceSnapshot
 from .storage import MemoryBackend, SQLiteBackend, Storage, StorageBackend
 from .streams import StreamCodec, StreamInfo, StreamLimits
 from .system import ActorStub, ActorSystem, Binding, RuntimeConfig, open_actor_system
+from .trace import Observer, TraceEvent
 
 __all__ = [
     "Actor",
@@ -31,6 +32,7 @@ __all__ = [
     "MailboxFull",
     "MemoryBackend",
     "NamespaceSnapshot",
+    "Observer",
     "Overloaded",
     "RuntimeConfig",
     "RuntimeFailure",
@@ -42,6 +44,7 @@ __all__ = [
     "StreamCodec",
     "StreamInfo",
     "StreamLimits",
+    "TraceEvent",
     "UnknownNamespace",
     "WallClock",
     "open_actor_system",

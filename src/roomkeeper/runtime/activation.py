@@ -140,11 +140,22 @@ class Activation:
                 return self._fail(envelope, exc)
             if self.storage is not None:
                 self.storage.apply(writes)
-        stats = self.system.stats_for(self.namespace)
-        stats.on_handled(trio.current_time() - started)
+        took = trio.current_time() - started
+        self.system.stats_for(self.namespace).on_handled(took)
+        if self.system.observers:
+            self._trace_handled(envelope, took, ok=True, wrote=bool(writes))
         if envelope is not None:
             envelope.resolve(outcome.Value(result))
         return True
+
+    def _trace_handled(
+        self, envelope: Envelope | None, took: float, *, ok: bool, wrote: bool
+    ) -> None:
+        what = envelope.kind.value if envelope is not None else "hibernate"
+        wait = envelope.waited if envelope is not None else 0.0
+        self.system.trace(
+            "handled", self.actor_id, what=what, wait=wait, took=took, ok=ok, wrote=wrote
+        )
 
     def _fail(
         self, envelope: Envelope | None, error: RuntimeFailure, cause: Exception | None = None
@@ -152,6 +163,8 @@ class Activation:
         if cause is not None:
             error.__cause__ = cause
         self.system.stats_for(self.namespace).errors += 1
+        if self.system.observers:
+            self._trace_handled(envelope, 0.0, ok=False, wrote=False)
         if self.storage is not None:
             self._close_uncommitted(self.storage.pending.streams_added)
         self._reset()

@@ -24,13 +24,14 @@ class Kind(enum.Enum):
 class Envelope:
     """One item in a mailbox. ``waiter`` is the task blocked in ``ask``, if any."""
 
-    __slots__ = ("attempt", "enqueued_at", "kind", "message", "waiter")
+    __slots__ = ("attempt", "enqueued_at", "kind", "message", "waited", "waiter")
 
     def __init__(self, kind: Kind, message: Any, waiter: trio.lowlevel.Task | None = None) -> None:
         self.kind = kind
         self.message = message
         self.waiter = waiter
         self.enqueued_at = trio.current_time()
+        self.waited = 0.0
         self.attempt = 0
 
     def resolve(self, result: outcome.Outcome[Any]) -> None:

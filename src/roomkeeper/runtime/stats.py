@@ -24,7 +24,8 @@ class NamespaceStats:
     handling_total: float = 0.0
 
     def on_dequeue(self, envelope: Envelope) -> None:
-        self.mailbox_wait_total += trio.current_time() - envelope.enqueued_at
+        envelope.waited = trio.current_time() - envelope.enqueued_at
+        self.mailbox_wait_total += envelope.waited
 
     def on_handled(self, seconds: float) -> None:
         self.messages += 1

@@ -23,6 +23,7 @@ from .stats import NamespaceSnapshot, NamespaceStats
 from .storage import MemoryBackend, StorageBackend, WriteSet
 from .storage.base import UNCHANGED
 from .streams import Stream, StreamCodec, StreamInfo, StreamLimits, StreamRegistry
+from .trace import Observer, TraceEvent
 
 log = logging.getLogger("roomkeeper.runtime")
 
@@ -109,6 +110,7 @@ class ActorSystem:
         self.streams = StreamRegistry(codec, clock, config.streams, self._stream_closed)
         self.alarms = AlarmScheduler(clock, self._alarm_due)
         self.closing = False
+        self.observers: list[Observer] = []
         self._idle = trio.Event()
         self._idle.set()
 
@@ -144,6 +146,12 @@ class ActorSystem:
             )
         return out
 
+    def trace(self, kind: str, actor: ActorId, **fields: Any) -> None:
+        """Tell every observer; callers check ``self.observers`` first to stay free."""
+        event = TraceEvent(trio.current_time(), kind, actor.namespace, actor.hex, fields)
+        for observer in self.observers:
+            observer(event)
+
     def is_live(self, actor: ActorId) -> bool:
         return actor in self.namespaces[actor.namespace].live
 
@@ -169,6 +177,8 @@ class ActorSystem:
         self._deliver_system(actor, Envelope(Kind.ALARM, None))
 
     def _stream_closed(self, stream: Stream, reason: str) -> None:
+        if self.observers:
+            self.trace("stream_closed", stream.actor, stream=stream.stream_id, reason=reason)
         self._deliver_system(stream.actor, Envelope(Kind.STREAM_CLOSED, (stream.info(), reason)))
 
     def _retry_later(self, actor: ActorId, envelope: Envelope) -> None:
@@ -189,13 +199,18 @@ class ActorSystem:
         ns = activation.namespace
         ns.stats.activations += 1
         key = activation.actor_id.hex
-        if activation.wake is not None and key in ns.known:
-            ns.stats.wakes[activation.wake] += 1
+        woke = activation.wake is not None and key in ns.known
+        if woke:
+            ns.stats.wakes[activation.wake or cause.value] += 1
+        if self.observers:
+            self.trace("activated", activation.actor_id, cause=activation.wake if woke else "first")
         ns.known.add(key)
         activation.wake = None
 
     def _hibernated(self, activation: Activation) -> None:
         activation.namespace.stats.hibernations += 1
+        if self.observers:
+            self.trace("hibernated", activation.actor_id)
 
     def _retire(self, activation: Activation) -> None:
         ns = activation.namespace
@@ -208,6 +223,11 @@ class ActorSystem:
         await self.backend.commit(actor, writes)
         if writes.alarm is not UNCHANGED:
             self.alarms.set(actor, writes.alarm)  # type: ignore[arg-type]
+            if self.observers:
+                self.trace("alarm_set", actor, at=writes.alarm)
+        if self.observers:
+            for stream_id in writes.streams_added:
+                self.trace("stream_opened", actor, stream=stream_id)
 
     # -- start and stop --------------------------------------------------------------
     async def _recover(self) -> None:

@@ -125,3 +125,34 @@ async def test_shutdown_persists_and_later_asks_are_refused(autojump_clock: Any)
         await sys.shutdown()
         with pytest.raises(ShuttingDown):
             await stub.ask(("get",))
+
+
+async def test_observers_see_the_lifecycle_in_order(autojump_clock: Any) -> None:
+    from roomkeeper.runtime import TraceEvent
+
+    seen: list[TraceEvent] = []
+    async with system(hibernate_after=10) as sys:
+        sys.observers.append(seen.append)
+        stub = sys.get("counters", "a")
+        await stub.ask(("add", 1))
+        await stub.ask(("alarm", EPOCH + 30))
+        await trio.sleep(40)
+        kinds = [(e.kind, e.fields.get("cause") or e.fields.get("what")) for e in seen]
+    assert kinds == [
+        ("activated", "first"),
+        ("handled", "message"),
+        ("alarm_set", None),
+        ("handled", "message"),
+        ("handled", "hibernate"),
+        ("hibernated", None),
+        ("activated", "alarm"),
+        ("alarm_set", None),  # cleared as it fires
+        ("handled", "alarm"),
+        ("handled", "hibernate"),
+        ("hibernated", None),
+    ]
+    alarm_sets = [e.fields["at"] for e in seen if e.kind == "alarm_set"]
+    assert alarm_sets == [EPOCH + 30, None]
+    assert all(e.actor == stub.id.hex and e.namespace == "counters" for e in seen)
+    times = [e.t for e in seen]
+    assert times == sorted(times)

@@ -136,7 +136,7 @@ async def test_observers_see_the_lifecycle_in_order(autojump_clock: Any) -> None
         stub = sys.get("counters", "a")
         await stub.ask(("add", 1))
         await stub.ask(("alarm", EPOCH + 30))
-        await trio.sleep(40)
+        await trio.sleep(45)
         kinds = [(e.kind, e.fields.get("cause") or e.fields.get("what")) for e in seen]
     assert kinds == [
         ("activated", "first"),

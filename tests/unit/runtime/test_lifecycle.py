@@ -156,3 +156,20 @@ async def test_observers_see_the_lifecycle_in_order(autojump_clock: Any) -> None
     assert all(e.actor == stub.id.hex and e.namespace == "counters" for e in seen)
     times = [e.t for e in seen]
     assert times == sorted(times)
+
+
+async def test_trace_writer_writes_one_json_line_per_event(autojump_clock: Any) -> None:
+    import io
+    import json
+
+    from roomkeeper.runtime.tracefile import TraceWriter
+
+    out = io.BytesIO()
+    async with system(hibernate_after=10) as sys:
+        sys.observers.append(TraceWriter(out))
+        await sys.get("counters", "a").ask(("add", 1))
+        await trio.sleep(15)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["kind"] for line in lines] == ["activated", "handled", "handled", "hibernated"]
+    assert lines[1]["what"] == "message" and lines[1]["ok"] is True and lines[1]["wrote"] is True
+    assert set(lines[0]) == {"t", "kind", "ns", "actor", "cause"}

@@ -173,3 +173,16 @@ async def test_trace_writer_writes_one_json_line_per_event(autojump_clock: Any) 
     assert [line["kind"] for line in lines] == ["activated", "handled", "handled", "hibernated"]
     assert lines[1]["what"] == "message" and lines[1]["ok"] is True and lines[1]["wrote"] is True
     assert set(lines[0]) == {"t", "kind", "ns", "actor", "cause"}
+
+
+async def test_backends_list_stored_names_in_pages(tmp_path: Path) -> None:
+    from roomkeeper.runtime import MemoryBackend
+
+    for backend in (MemoryBackend(), SQLiteBackend(tmp_path / "names.sqlite3")):
+        async with system(backend=backend) as sys:
+            for name in ["c", "a", "b", "d"]:
+                await sys.get("counters", name).ask(("add", 1))
+            await sys.get("counters", "empty").ask(("get",))  # never wrote: not listed
+            assert await backend.names("counters", limit=3) == ["a", "b", "c"]
+            assert await backend.names("counters", after="c") == ["d"]
+            assert await backend.names("other") == []

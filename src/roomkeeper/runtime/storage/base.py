@@ -78,3 +78,7 @@ class StorageBackend(Protocol):
     async def streams(self) -> list[StoredStream]:
         """Streams left open by the previous process: their actors are told they closed."""
         ...
+
+    async def names(self, namespace: str, *, after: str = "", limit: int = 100) -> list[str]:
+        """Names of stored actors of a namespace, in order, those after ``after`` (paging)."""
+        ...

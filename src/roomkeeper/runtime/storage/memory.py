@@ -67,3 +67,12 @@ class MemoryBackend:
             for key, streams in self.open_streams.items()
             for sid, att in streams.items()
         ]
+
+    async def names(self, namespace: str, *, after: str = "", limit: int = 100) -> list[str]:
+        await trio.lowlevel.checkpoint()
+        found = sorted(
+            a.name
+            for key, a in self.ids.items()
+            if a.namespace == namespace and a.name > after and self.values.get(key)
+        )
+        return found[:limit]

@@ -140,3 +140,15 @@ class SQLiteBackend:
             return [StoredStream(ActorId(ns, n), sid, bytes(att)) for ns, n, sid, att in rows]
 
         return await self._run(streams)
+
+    async def names(self, namespace: str, *, after: str = "", limit: int = 100) -> list[str]:
+        def names(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
+                "SELECT name FROM actors a WHERE namespace = ? AND name > ?"
+                " AND EXISTS (SELECT 1 FROM kv WHERE kv.actor = a.actor)"
+                " ORDER BY name LIMIT ?",
+                (namespace, after, limit),
+            )
+            return [name for (name,) in rows]
+
+        return await self._run(names)

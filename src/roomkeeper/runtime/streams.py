@@ -137,8 +137,11 @@ class StreamRegistry:
         event_id = max(stream.last_id + 1, stream.id_base + now_us)
         frame = self.codec.encode(event_id, event, data)
         limits = self.limits
-        if stream.buffered + len(frame) > limits.max_bytes or len(stream.buffer) >= (
-            limits.max_events
+        # Limits bind once a consumer reads: an actor may load a fresh stream with its
+        # whole backlog (bounded by its own queues) before the consumer starts.
+        if stream.claimed and (
+            stream.buffered + len(frame) > limits.max_bytes
+            or len(stream.buffer) >= limits.max_events
         ):
             self.overflowed_total += 1
             self._close(stream, "overflow", notify=True, keep_buffer=False)
@@ -196,13 +199,17 @@ class StreamRegistry:
         finally:
             self._close(stream, "disconnected", notify=True)
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> list[tuple[ActorId, str, int]]:
         """Send every stream the codec's goodbye and close it, telling no actor: the
-        streams stay recorded in storage, so their actors learn of it after a restart."""
+        streams stay recorded in storage, so their actors learn of it after a restart.
+        Returns each stream's last event id, for the caller to persist."""
         final = self.codec.goodbye()
+        positions = []
         for stream in list(self._streams.values()):
             self.send(stream, *final)
             self._close(stream, "shutdown", notify=False)
+            positions.append((stream.actor, stream.stream_id, stream.last_id))
+        return positions
 
     async def run_ticker(self) -> None:
         """Heartbeats on quiet streams; close streams nobody claimed in time."""

@@ -16,7 +16,7 @@ from .activation import RETRY_DELAYS, Activation
 from .actor import Actor
 from .alarms import AlarmScheduler
 from .clock import WallClock
-from .errors import ShuttingDown, UnknownNamespace
+from .errors import ShuttingDown, StorageError, UnknownNamespace
 from .ids import ActorId
 from .mailbox import Envelope, Kind
 from .stats import NamespaceSnapshot, NamespaceStats
@@ -237,7 +237,7 @@ class ActorSystem:
                 self.alarms.set(actor, when)
         for stored in await self.backend.streams():
             if stored.actor.namespace in self.namespaces:
-                info = StreamInfo(stored.stream_id, loads(stored.attachment), 0)
+                info = StreamInfo(stored.stream_id, loads(stored.attachment), stored.last_id)
                 self._deliver(stored.actor, Envelope(Kind.STREAM_CLOSED, (info, "lost")))
 
     async def shutdown(self) -> None:
@@ -253,7 +253,12 @@ class ActorSystem:
             await self._idle.wait()
         if scope.cancelled_caught:
             log.warning("shutdown timed out with actors still running")
-        self.streams.shutdown()
+        positions = self.streams.shutdown()
+        if positions:
+            try:
+                await self.backend.save_positions(positions)
+            except StorageError as exc:
+                log.error("could not save stream positions: %s", exc)
 
 
 @asynccontextmanager

@@ -81,6 +81,8 @@ async def test_slow_consumer_is_cut_off_with_bounded_memory(autojump_clock: Any)
         sid = await stub.ask(("stream", {"who": "slow"}))
         stream = sys.streams.get(sid)
         assert stream is not None
+        reader = sys.streams.consume(stream)
+        assert await reader.__anext__() == b"start\n"  # claimed, then never read again
         payload = b"x" * 1000
         sent = 0
         while await stub.ask(("send", sid, payload)) is not None:
@@ -90,6 +92,20 @@ async def test_slow_consumer_is_cut_off_with_bounded_memory(autojump_clock: Any)
         await trio.sleep(1)
         assert ("closed", ({"who": "slow"}, "overflow")) in events
         assert stream.buffered == 0 and sys.streams.get(sid) is None
+        await reader.aclose()
+
+
+async def test_limits_bind_only_once_a_consumer_reads(autojump_clock: Any) -> None:
+    limits = StreamLimits(max_bytes=10_000, max_events=1000, heartbeat=10, claim_timeout=60)
+    async with system(streams=limits) as sys:
+        stub = sys.get("counters", "a")
+        sid = await stub.ask(("stream", {"who": "x"}))
+        for _ in range(30):  # a backlog loaded before the consumer starts is kept whole
+            assert await stub.ask(("send", sid, b"x" * 1000)) is not None
+        lines: list[bytes] = []
+        with trio.move_on_after(1):
+            await collect(sys, sid, lines)
+        assert len(lines) == 31
 
 
 async def test_unclaimed_stream_is_closed(autojump_clock: Any) -> None:

@@ -57,6 +57,7 @@ class StoredStream:
     actor: ActorId
     stream_id: str
     attachment: bytes
+    last_id: int = 0
 
 
 class StorageBackend(Protocol):
@@ -77,6 +78,11 @@ class StorageBackend(Protocol):
 
     async def streams(self) -> list[StoredStream]:
         """Streams left open by the previous process: their actors are told they closed."""
+        ...
+
+    async def save_positions(self, positions: list[tuple[ActorId, str, int]]) -> None:
+        """Record the last event id sent on each still-open stream (at shutdown, after
+        the goodbye), so a restarted actor's ids continue above it."""
         ...
 
     async def names(self, namespace: str, *, after: str = "", limit: int = 100) -> list[str]:

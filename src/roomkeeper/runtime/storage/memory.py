@@ -17,6 +17,7 @@ class MemoryBackend:
         self.alarm_at: dict[str, tuple[ActorId, float]] = {}
         self.open_streams: dict[str, dict[str, bytes]] = {}
         self.ids: dict[str, ActorId] = {}
+        self.positions: dict[tuple[str, str], int] = {}
         self.commits = 0
         self.fail = False
 
@@ -53,6 +54,7 @@ class MemoryBackend:
         streams = self.open_streams.setdefault(key, {})
         for s in writes.streams_removed:
             streams.pop(s, None)
+            self.positions.pop((key, s), None)
         streams.update(writes.streams_added)
         self.commits += 1
 
@@ -63,10 +65,17 @@ class MemoryBackend:
     async def streams(self) -> list[StoredStream]:
         await trio.lowlevel.checkpoint()
         return [
-            StoredStream(self.ids[key], sid, att)
+            StoredStream(self.ids[key], sid, att, self.positions.get((key, sid), 0))
             for key, streams in self.open_streams.items()
             for sid, att in streams.items()
         ]
+
+    async def save_positions(self, positions: list[tuple[ActorId, str, int]]) -> None:
+        await trio.lowlevel.checkpoint()
+        self._check()
+        for actor, stream_id, last_id in positions:
+            if stream_id in self.open_streams.get(actor.hex, {}):
+                self.positions[(actor.hex, stream_id)] = last_id
 
     async def names(self, namespace: str, *, after: str = "", limit: int = 100) -> list[str]:
         await trio.lowlevel.checkpoint()

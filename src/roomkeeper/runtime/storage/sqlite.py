@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS kv (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS streams (
     actor TEXT NOT NULL, stream TEXT NOT NULL, attachment BLOB NOT NULL,
-    PRIMARY KEY (actor, stream)
+    last_id TEXT NOT NULL DEFAULT '0', PRIMARY KEY (actor, stream)
 ) WITHOUT ROWID;
 """
 
@@ -134,10 +134,13 @@ class SQLiteBackend:
     async def streams(self) -> list[StoredStream]:
         def streams(db: sqlite3.Connection) -> list[StoredStream]:
             rows = db.execute(
-                "SELECT a.namespace, a.name, s.stream, s.attachment"
+                "SELECT a.namespace, a.name, s.stream, s.attachment, s.last_id"
                 " FROM streams s JOIN actors a ON a.actor = s.actor"
             ).fetchall()
-            return [StoredStream(ActorId(ns, n), sid, bytes(att)) for ns, n, sid, att in rows]
+            return [
+                StoredStream(ActorId(ns, n), sid, bytes(att), int(last))
+                for ns, n, sid, att, last in rows
+            ]
 
         return await self._run(streams)
 
@@ -152,3 +155,14 @@ class SQLiteBackend:
             return [name for (name,) in rows]
 
         return await self._run(names)
+
+    async def save_positions(self, positions: list[tuple[ActorId, str, int]]) -> None:
+        def save(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                "UPDATE streams SET last_id = ? WHERE actor = ? AND stream = ?",
+                [(str(last), actor.hex, sid) for actor, sid, last in positions],
+            )
+            db.execute("COMMIT")
+
+        await self._run(save)

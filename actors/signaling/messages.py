@@ -1,0 +1,59 @@
+"""What the HTTP front end asks a room, and what the room answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class Connect:
+    """Open an event stream: a new session, or the resumption of one."""
+
+    session_id: str | None = None
+    token: str | None = None
+    last_event_id: int | None = None
+
+
+@attrs.frozen
+class Signal:
+    sender: str
+    token: str
+    to: str
+    payload: dict[str, Any]
+    request_id: str | None = None
+
+
+@attrs.frozen
+class Leave:
+    sender: str
+    token: str
+
+
+@attrs.frozen
+class Inspect:
+    """A view of the room without tokens (admin and tests)."""
+
+
+@attrs.frozen
+class Joined:
+    """The connect succeeded; the front end serves ``stream_id``."""
+
+    stream_id: str
+    session_id: str
+    resumed: bool
+
+
+@attrs.frozen
+class Done:
+    """A signal or leave was accepted (the ``200 {"success": true}`` answer)."""
+
+
+@attrs.frozen
+class Refused:
+    """The room said no: the HTTP status, a human readable reason, and Retry-After."""
+
+    status: int
+    reason: str
+    retry_after: int | None = None

@@ -1,0 +1,185 @@
+"""The signaling room: a thin actor that feeds ``RoomState`` and performs its effects.
+
+The rules live in ``state.py`` (pure, deterministic); this module owns what the rules
+cannot: the runtime's streams, storage, the alarm, the clock and randomness.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+
+from roomkeeper.jsonutil import dumps
+from roomkeeper.runtime import Actor, ActorContext, StreamInfo
+
+from .messages import Connect, Done, Inspect, Joined, Leave, Refused, Signal
+from .records import (
+    ID_SPAN,
+    Connected,
+    Effect,
+    Emit,
+    EndStream,
+    FreshSession,
+    Outgoing,
+    Rejected,
+    RoomConfig,
+)
+from .state import RoomState
+
+
+def random_session() -> FreshSession:
+    """Session id and token from the OS's cryptographic RNG; a 63-bit id key."""
+    return FreshSession(str(uuid.uuid4()), str(uuid.uuid4()), secrets.randbits(63))
+
+
+@attrs.frozen
+class RoomEnv:
+    """What every room of a server shares: its limits and where fresh sessions come from."""
+
+    config: RoomConfig = attrs.Factory(RoomConfig)
+    fresh: Callable[[], FreshSession] = random_session
+
+    @classmethod
+    def from_config(cls, config: Any) -> RoomEnv:
+        return cls(
+            RoomConfig(
+                grace=config.grace,
+                queue_limit=config.queue_limit,
+                rate_burst=config.rate_burst,
+                rate_refill=config.rate_refill,
+            )
+        )
+
+
+class Room(Actor):
+    """One signaling room. Rebuilt from storage on every wake; streams survive in the
+    runtime and are found again through their ``{"session_id": ...}`` attachments."""
+
+    def __init__(self, ctx: ActorContext) -> None:
+        super().__init__(ctx)
+        env: RoomEnv = ctx.env if ctx.env is not None else RoomEnv()
+        self.env = env
+        self.state = RoomState.restore(ctx.id.name, env.config, ctx.storage.list())
+        self.streams: dict[str, str] = {
+            info.attachment["session_id"]: info.stream_id for info in ctx.streams()
+        }
+        # Streams that ended while the room was not in memory (or before a restart): the
+        # runtime will report them, but no signal may be routed to them meanwhile.
+        now = ctx.now()
+        for sid in self.state.sessions_connected():
+            if sid not in self.streams:
+                self.state.disconnected(now, sid, 0)
+
+    # -- messages ----------------------------------------------------------------------
+    async def on_message(self, message: Any) -> Any:
+        now = self.ctx.now()
+        if isinstance(message, Signal):
+            result = self.state.signal(
+                now,
+                sender=message.sender,
+                token=message.token,
+                to=message.to,
+                payload=message.payload,
+                request_id=message.request_id,
+            )
+        elif isinstance(message, Connect):
+            return self._connect(now, message)
+        elif isinstance(message, Leave):
+            result = self.state.leave(now, sender=message.sender, token=message.token)
+        elif isinstance(message, Inspect):
+            return [self.state.session_info(sid) for sid in self.state.roster()]
+        else:
+            raise TypeError(f"a room cannot handle {type(message).__name__}")
+        self._perform(result.effects)
+        self._persist()
+        if isinstance(result, Rejected):
+            return Refused(result.status, result.reason, result.retry_after)
+        return Done()
+
+    def _connect(self, now: float, message: Connect) -> Joined | Refused:
+        result = self.state.connect(
+            now,
+            session_id=message.session_id,
+            token=message.token,
+            last_event_id=message.last_event_id,
+            fresh=self.env.fresh(),
+        )
+        if isinstance(result, Rejected):
+            self._perform(result.effects)
+            self._persist()
+            return Refused(result.status, result.reason, result.retry_after)
+        assert isinstance(result, Connected)
+        floor = max(result.id_floor, self._perform(result.effects))
+        sid = result.session_id
+        stream_id = self.ctx.accept_stream(
+            {"session_id": sid}, id_base=result.key * ID_SPAN, id_floor=floor
+        )
+        self.streams[sid] = stream_id
+        self._send_all(sid, stream_id, result.stream_events)
+        self._persist()
+        return Joined(stream_id, sid, result.resumed)
+
+    # -- runtime events ----------------------------------------------------------------
+    async def on_stream_closed(self, stream: StreamInfo, reason: str) -> None:
+        sid = stream.attachment.get("session_id")
+        if sid is None or self.streams.get(sid, stream.stream_id) != stream.stream_id:
+            return  # an old stream of a session that has a newer one
+        self.streams.pop(sid, None)
+        self._perform(self.state.disconnected(self.ctx.now(), sid, stream.last_id))
+        self._persist()
+
+    async def on_alarm(self) -> None:
+        self._perform(self.state.expire(self.ctx.now()))
+        self._persist()
+
+    async def on_hibernate(self) -> None:
+        for key, value in self.state.volatile_writes().items():
+            self.ctx.storage.put(key, value)
+
+    # -- effects -----------------------------------------------------------------------
+    def _perform(self, effects: Iterable[Effect]) -> int:
+        """Carry out effects in order; the highest last id of any stream it ended."""
+        last = 0
+        for effect in effects:
+            stream_id = self.streams.get(effect.session_id)
+            if stream_id is None:
+                if isinstance(effect, Emit) and effect.record:
+                    self._perform(self.state.undelivered(self.ctx.now(), effect.session_id, effect))
+                continue
+            if isinstance(effect, Emit):
+                self._send(effect.session_id, stream_id, effect)
+            elif isinstance(effect, EndStream):
+                del self.streams[effect.session_id]
+                final = ("bye", dumps({"reason": effect.reason}))
+                last = max(last, self.ctx.close_stream(stream_id, final) or 0)
+        return last
+
+    def _send_all(self, sid: str, stream_id: str, events: Iterable[Outgoing]) -> None:
+        for out in events:
+            self._send(sid, stream_id, out)
+
+    def _send(self, sid: str, stream_id: str, out: Outgoing | Emit) -> None:
+        event_id = self.ctx.send(stream_id, out.event, dumps(out.data))
+        if event_id is None:  # the stream just ended under us: queue, never drop
+            self.streams.pop(sid, None)
+            self._perform(self.state.undelivered(self.ctx.now(), sid, out))
+        elif out.record:
+            self.state.delivered(sid, event_id, out)
+
+    def _persist(self) -> None:
+        puts, deletes = self.state.take_writes()
+        storage = self.ctx.storage
+        for key in deletes:
+            storage.delete(key)
+        for key, value in puts.items():
+            storage.put(key, value)
+        alarm = self.state.next_alarm()
+        if alarm != self.ctx.alarm:
+            if alarm is None:
+                self.ctx.delete_alarm()
+            else:
+                self.ctx.set_alarm(alarm)

@@ -1,0 +1,93 @@
+"""One session's mutable bookkeeping: presence, queue, replay history, request ids and
+rate bucket. Private to the package; ``RoomState`` is the only writer."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+import attrs
+
+from .records import ID_SPAN, Outgoing, RoomConfig
+
+_EPSILON = 1e-9
+
+
+@attrs.define
+class TokenBucket:
+    """Starts full; refills continuously; time only moves it forward."""
+
+    tokens: float
+    stamp: float | None = None
+
+    def spend(self, now: float, burst: float, refill: float) -> int | None:
+        """Take one token: None if there was one, else the whole seconds until there is."""
+        if self.stamp is None or now > self.stamp:
+            if self.stamp is not None:
+                self.tokens = min(burst, self.tokens + (now - self.stamp) * refill)
+            self.stamp = now
+        if self.tokens + _EPSILON < 1.0:
+            return max(1, math.ceil((1.0 - self.tokens) / refill - _EPSILON))
+        self.tokens -= 1.0
+        return None
+
+
+@attrs.define(eq=False)
+class Session:
+    """A live session of the room (connected, or disconnected within its grace period)."""
+
+    session_id: str
+    token: str = attrs.field(repr=False)
+    key: int
+    seq: int
+    hwm: int
+    history: deque[tuple[int, Outgoing]]
+    requests: dict[str, None]
+    bucket: TokenBucket
+    connected: bool = False
+    expires_at: float | None = None
+    queue: deque[tuple[int, dict[str, Any]]] = attrs.Factory(deque)
+    next_qseq: int = 0
+
+    @classmethod
+    def new(cls, session_id: str, token: str, key: int, seq: int, config: RoomConfig) -> Session:
+        return cls(
+            session_id=session_id,
+            token=token,
+            key=key,
+            seq=seq,
+            hwm=key * ID_SPAN,
+            history=deque(maxlen=config.replay_limit),
+            requests={},
+            bucket=TokenBucket(config.rate_burst),
+        )
+
+    def owns(self, event_id: int) -> bool:
+        """Whether an event id lies in this session's id space."""
+        return event_id // ID_SPAN == self.key
+
+    def enqueue(self, data: dict[str, Any]) -> int:
+        """Queue a signal for delivery on reconnection; its queue sequence number."""
+        qseq = self.next_qseq
+        self.next_qseq += 1
+        self.queue.append((qseq, data))
+        return qseq
+
+    def take_history_after(self, event_id: int) -> list[Outgoing]:
+        """Remove and return the history entries after ``event_id``, oldest first. They
+        come back with new ids through ``delivered`` once they are sent again."""
+        taken: list[Outgoing] = []
+        while self.history and self.history[-1][0] > event_id:
+            taken.append(self.history.pop()[1])
+        taken.reverse()
+        return taken
+
+    def remember(self, request_id: str, window: int) -> None:
+        """Note an accepted request id, keeping only the last ``window``."""
+        if window <= 0:
+            return
+        self.requests.pop(request_id, None)
+        self.requests[request_id] = None
+        while len(self.requests) > window:
+            del self.requests[next(iter(self.requests))]

@@ -1,0 +1,325 @@
+"""The rules of one signaling room as a pure, deterministic state machine (sans-io).
+
+``RoomState`` knows sessions, the roster, tokens, queues, replay history, rate limits
+and expiry. It does no I/O and reads no clock: every input carries ``now`` (epoch
+seconds) and any random values, and every output is data. The actor owns the streams
+and storage; it feeds events in and performs what comes out:
+
+- results (``Connected``, ``Accepted``, ``Rejected``) carry ``effects`` to perform in
+  order, on success and failure alike (a call may first expire sessions whose grace
+  ended, and the remaining streams must get the new roster);
+- ``take_writes`` after each call gives the storage puts and deletes to commit
+  (layout in ``storage``); ``volatile_writes`` before hibernation and at shutdown;
+- ``delivered`` reports the event id each recorded signal got on the wire;
+- ``next_alarm`` is when ``expire`` should be called next.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from typing import Any
+
+from . import storage
+from .records import (
+    ID_SPAN,
+    Accepted,
+    Connected,
+    Effect,
+    Emit,
+    EndStream,
+    FreshSession,
+    Outgoing,
+    Rejected,
+    RoomConfig,
+    SessionInfo,
+)
+from .session import Session
+
+__all__ = [
+    "ID_SPAN",
+    "Accepted",
+    "Connected",
+    "Effect",
+    "Emit",
+    "EndStream",
+    "FreshSession",
+    "Outgoing",
+    "Rejected",
+    "RoomConfig",
+    "RoomState",
+    "SessionInfo",
+]
+
+
+def _token_ok(given: str | None, expected: str) -> bool:
+    """Constant-time token check (bytes, so any string compares without error)."""
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+class RoomState:
+    """Sessions of one room, in join order, and the rules that govern them."""
+
+    def __init__(self, room: str, config: RoomConfig | None = None) -> None:
+        self.room = room
+        self.config = config if config is not None else RoomConfig()
+        self._sessions: dict[str, Session] = {}  # insertion order is join order
+        self._by_key: dict[int, str] = {}
+        self._expiry: dict[str, float] = {}  # disconnected sessions only
+        self._earliest: float | None = None
+        self._next_seq = 0
+        self._puts: dict[str, Any] = {}
+        self._deletes: set[str] = set()
+
+    @classmethod
+    def restore(cls, room: str, config: RoomConfig | None, records: Mapping[str, Any]) -> RoomState:
+        """Rebuild from the key/value pairs written through ``take_writes`` and
+        ``volatile_writes``. Sessions stored without ``expires_at`` count as connected;
+        the caller should then report streams lost meanwhile and call ``expire``."""
+        state = cls(room, config)
+        sessions, orphans = storage.load(records, state.config)
+        for session in sessions:
+            state._add(session)
+        for key in orphans:
+            state._delete(key)
+        return state
+
+    # -- inputs ------------------------------------------------------------------------
+    def connect(
+        self,
+        now: float,
+        *,
+        session_id: str | None,
+        token: str | None,
+        last_event_id: int | None,
+        fresh: FreshSession,
+    ) -> Connected | Rejected:
+        """A client opens a stream: resume its session or make a new one."""
+        changed = self._expire_due(now)
+        session: Session | None = None
+        if session_id is not None:
+            session = self._sessions.get(session_id)
+            if session is not None and not _token_ok(token, session.token):
+                return Rejected(403, "wrong or missing token", effects=self._roster(changed))
+        elif last_event_id is not None:
+            found = self._by_key.get(last_event_id // ID_SPAN)
+            session = None if found is None else self._sessions[found]
+        effects: list[Effect] = []
+        resumed = session is not None
+        if session is None:
+            session = self._create(fresh)
+            changed = True
+        elif session.connected:
+            effects.append(EndStream(session.session_id, "replaced"))
+        sid = session.session_id
+        effects += self._roster(changed, exclude=sid)
+
+        replay: list[Outgoing] = []
+        if last_event_id is not None and session.owns(last_event_id):
+            session.hwm = max(session.hwm, last_event_id)
+            replay = session.take_history_after(last_event_id)
+        for qseq, data in session.queue:
+            self._delete(storage.queue_key(sid, qseq))
+            replay.append(Outgoing("signal", data, record=True))
+        session.queue.clear()
+        session.connected = True
+        self._set_expiry(session, None)
+        self._put(storage.session_key(sid), storage.session_record(session))
+        hello = {"session_id": sid, "token": session.token, "room": self.room, "resumed": resumed}
+        return Connected(
+            session_id=sid,
+            token=session.token,
+            key=session.key,
+            resumed=resumed,
+            id_floor=session.hwm,
+            stream_events=[
+                Outgoing("session", hello),
+                Outgoing("roster", {"peers": self.roster()}),
+                *replay,
+            ],
+            effects=effects,
+        )
+
+    def disconnected(self, now: float, session_id: str, last_event_id: int) -> list[Effect]:
+        """A session's stream ended (dropped, overflowed, lost in a restart): its grace
+        period starts. A session already disconnected keeps its deadline."""
+        effects = self._roster(self._expire_due(now))
+        session = self._sessions.get(session_id)
+        if session is None:
+            return effects
+        before = (session.connected, session.hwm)
+        session.hwm = max(session.hwm, last_event_id)
+        if session.connected:
+            session.connected = False
+            self._set_expiry(session, now + self.config.grace)
+        if (session.connected, session.hwm) != before:
+            self._put(storage.session_key(session_id), storage.session_record(session))
+        return effects
+
+    def undelivered(self, now: float, session_id: str, entry: Outgoing | Emit) -> list[Effect]:
+        """A recorded signal could not be written: the session's stream had just ended
+        (its consumer fell behind). The session is disconnected from now on and the
+        signal waits in its queue, so nothing accepted is lost."""
+        effects = self.disconnected(now, session_id, 0)
+        session = self._sessions.get(session_id)
+        if session is not None and entry.record:
+            self._put(storage.queue_key(session_id, session.enqueue(entry.data)), entry.data)
+        return effects
+
+    def signal(
+        self,
+        now: float,
+        *,
+        sender: str,
+        token: str,
+        to: str,
+        payload: dict[str, Any],
+        request_id: str | None,
+    ) -> Accepted | Rejected:
+        """A session posts a signal to a peer (checks: 403, 429, duplicate, 404, 503)."""
+        config = self.config
+        effects = self._roster(self._expire_due(now))
+        source = self._sessions.get(sender)
+        if source is None or not _token_ok(token, source.token):
+            return Rejected(403, "unknown sender or wrong token", effects=effects)
+        wait = source.bucket.spend(now, config.rate_burst, config.rate_refill)
+        if wait is not None:
+            return Rejected(429, "rate limit exceeded", retry_after=wait, effects=effects)
+        if request_id is not None and request_id in source.requests:
+            return Accepted(effects)
+        target = self._sessions.get(to)
+        if target is None:
+            return Rejected(404, "no such peer in this room", effects=effects)
+        data = {"from": sender, "signal": payload}
+        if target.connected:
+            effects.append(Emit(to, "signal", data, record=True))
+        elif len(target.queue) >= config.queue_limit:
+            return Rejected(503, "peer's queue is full", retry_after=1, effects=effects)
+        else:
+            self._put(storage.queue_key(to, target.enqueue(data)), data)
+        if request_id is not None:
+            source.remember(request_id, config.idempotency_window)
+        return Accepted(effects)
+
+    def leave(self, now: float, *, sender: str, token: str) -> Accepted | Rejected:
+        """A session ends itself at once."""
+        changed = self._expire_due(now)
+        session = self._sessions.get(sender)
+        if session is None or not _token_ok(token, session.token):
+            return Rejected(403, "unknown sender or wrong token", effects=self._roster(changed))
+        effects: list[Effect] = [EndStream(sender, "left")] if session.connected else []
+        self._remove(session)
+        return Accepted(effects + self._roster(True))
+
+    def expire(self, now: float) -> list[Effect]:
+        """End every session whose grace period is over (the alarm fired)."""
+        return self._roster(self._expire_due(now))
+
+    def delivered(self, session_id: str, event_id: int, entry: Outgoing | Emit) -> None:
+        """The runtime gave ``entry`` (from ``stream_events`` or an ``Emit``) this id."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            return
+        session.hwm = max(session.hwm, event_id)
+        if entry.record:
+            out = entry if isinstance(entry, Outgoing) else Outgoing(entry.event, entry.data, True)
+            session.history.append((event_id, out))
+
+    # -- outputs -------------------------------------------------------------------------
+    def take_writes(self) -> tuple[dict[str, Any], set[str]]:
+        """Storage puts and deletes since the last call (disjoint key sets)."""
+        puts, deletes = self._puts, self._deletes
+        self._puts, self._deletes = {}, set()
+        return puts, deletes
+
+    def volatile_writes(self) -> dict[str, Any]:
+        """Puts that save what lives only in memory (replay history, request ids, id
+        high-water marks), for hibernation and shutdown. Rate buckets restart full."""
+        return {
+            storage.volatile_key(sid): storage.volatile_record(s)
+            for sid, s in self._sessions.items()
+        }
+
+    def next_alarm(self) -> float | None:
+        """When the next session expires, if any is disconnected."""
+        return self._earliest
+
+    # -- views ---------------------------------------------------------------------------
+    def roster(self) -> list[str]:
+        """Every live session, in join order."""
+        return list(self._sessions)
+
+    def sessions_connected(self) -> list[str]:
+        return [sid for sid, s in self._sessions.items() if s.connected]
+
+    def session_info(self, session_id: str) -> SessionInfo | None:
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        return SessionInfo(
+            session_id=session_id,
+            connected=session.connected,
+            expires_at=session.expires_at,
+            queued=len(session.queue),
+            join_seq=session.seq,
+            id_hwm=session.hwm,
+            replayable=len(session.history),
+        )
+
+    # -- internals -----------------------------------------------------------------------
+    def _create(self, fresh: FreshSession) -> Session:
+        if fresh.session_id in self._sessions or fresh.key in self._by_key:
+            raise ValueError("fresh session id or key already in use")
+        session = Session.new(fresh.session_id, fresh.token, fresh.key, self._next_seq, self.config)
+        self._add(session)
+        return session
+
+    def _add(self, session: Session) -> None:
+        self._sessions[session.session_id] = session
+        self._by_key[session.key] = session.session_id
+        self._next_seq = max(self._next_seq, session.seq + 1)
+        self._set_expiry(session, session.expires_at)
+
+    def _remove(self, session: Session) -> None:
+        for key in storage.session_keys(session):
+            self._delete(key)
+        del self._sessions[session.session_id]
+        del self._by_key[session.key]
+        self._set_expiry(session, None)
+
+    def _set_expiry(self, session: Session, when: float | None) -> None:
+        session.expires_at = when
+        sid = session.session_id
+        if when is not None:
+            self._expiry[sid] = when
+            if self._earliest is None or when < self._earliest:
+                self._earliest = when
+        elif self._expiry.pop(sid, None) is not None:
+            self._earliest = min(self._expiry.values(), default=None)
+
+    def _expire_due(self, now: float) -> bool:
+        """Remove sessions whose grace ended by ``now``; whether any was removed."""
+        if self._earliest is None or self._earliest > now:
+            return False
+        for sid in [sid for sid, when in self._expiry.items() if when <= now]:
+            self._remove(self._sessions[sid])
+        return True
+
+    def _roster(self, changed: bool, exclude: str | None = None) -> list[Effect]:
+        """The roster event for every other connected session, if the roster changed."""
+        if not changed:
+            return []
+        data = {"peers": self.roster()}
+        return [
+            Emit(sid, "roster", data)
+            for sid, s in self._sessions.items()
+            if s.connected and sid != exclude
+        ]
+
+    def _put(self, key: str, value: Any) -> None:
+        self._deletes.discard(key)
+        self._puts[key] = value
+
+    def _delete(self, key: str) -> None:
+        self._puts.pop(key, None)
+        self._deletes.add(key)

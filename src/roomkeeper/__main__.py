@@ -1,0 +1,7 @@
+"""``python -m roomkeeper`` is the ``roomkeeper`` command."""
+
+import sys
+
+from roomkeeper.cli import main
+
+sys.exit(main())

@@ -1,0 +1,251 @@
+"""The Room actor on the real runtime, under MockClock: streams, hibernation, expiry by
+alarm, restarts and slow consumers. The rules themselves are tested in test_state*.py."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import trio
+import trio.testing
+
+from roomkeeper.http.codec import SseCodec
+from roomkeeper.runtime import (
+    ActorSystem,
+    Binding,
+    MemoryBackend,
+    RuntimeConfig,
+    SQLiteBackend,
+    StorageBackend,
+    StreamLimits,
+    WallClock,
+    open_actor_system,
+)
+from roomkeeper_actors.signaling.messages import (
+    Connect,
+    Done,
+    Inspect,
+    Joined,
+    Leave,
+    Refused,
+    Signal,
+)
+from roomkeeper_actors.signaling.records import FreshSession, RoomConfig
+from roomkeeper_actors.signaling.room import Room, RoomEnv
+
+EPOCH = 1_800_000_000.0
+
+
+def counting_sessions() -> Any:
+    n = itertools.count(1)
+
+    def fresh() -> FreshSession:
+        i = next(n)
+        return FreshSession(f"00000000-0000-4000-8000-{i:012d}", f"token-{i}", i)
+
+    return fresh
+
+
+@asynccontextmanager
+async def rooms(
+    backend: StorageBackend | None = None,
+    clock: WallClock | None = None,
+    limits: StreamLimits | None = None,
+    **room: Any,
+) -> AsyncIterator[ActorSystem]:
+    env = RoomEnv(RoomConfig(**{"grace": 30.0, **room}), counting_sessions())
+    config = RuntimeConfig(
+        hibernate_after=10, streams=limits or StreamLimits(heartbeat=10, claim_timeout=60)
+    )
+    async with open_actor_system(
+        {"rooms": Binding(Room, env=env)},
+        codec=SseCodec(1000),
+        backend=backend or MemoryBackend(),
+        config=config,
+        clock=clock or WallClock(EPOCH),
+    ) as system:
+        yield system
+
+
+class Client:
+    """Reads one stream in the background and parses its SSE events."""
+
+    def __init__(self, system: ActorSystem, joined: Joined, token: str) -> None:
+        self.system = system
+        self.joined = joined
+        self.session_id = joined.session_id
+        self.token = token
+        self.events: list[tuple[int, str, Any]] = []
+        self.ended = trio.Event()
+        self.scope = trio.CancelScope()
+
+    async def read(self) -> None:
+        stream = self.system.streams.get(self.joined.stream_id)
+        assert stream is not None
+        with self.scope:
+            async for chunk in self.system.streams.consume(stream):
+                for frame in chunk.decode().split("\n\n"):
+                    fields = dict(
+                        line.split(": ", 1) for line in frame.splitlines() if ": " in line
+                    )
+                    if "event" in fields:
+                        data = orjson.loads(fields["data"])
+                        self.events.append((int(fields["id"]), fields["event"], data))
+        self.ended.set()
+
+    def of(self, kind: str) -> list[Any]:
+        return [data for _, event, data in self.events if event == kind]
+
+
+async def connect(system: ActorSystem, nursery: trio.Nursery, room: str = "r", **kw: Any) -> Client:
+    joined = await system.get("rooms", room).ask(Connect(**kw))
+    assert isinstance(joined, Joined), joined
+    client = Client(system, joined, "")
+    nursery.start_soon(client.read)
+    await trio.testing.wait_all_tasks_blocked()
+    client.token = client.of("session")[0]["token"]
+    return client
+
+
+async def signal(system: ActorSystem, a: Client, b: Client, n: int, room: str = "r") -> Any:
+    return await system.get("rooms", room).ask(
+        Signal(a.session_id, a.token, b.session_id, {"n": n})
+    )
+
+
+async def test_two_peers_see_each_other_and_exchange_signals(autojump_clock: Any) -> None:
+    async with rooms() as system, trio.open_nursery() as nursery:
+        a = await connect(system, nursery)
+        b = await connect(system, nursery)
+        assert a.of("roster")[-1]["peers"] == [a.session_id, b.session_id]
+        assert isinstance(await signal(system, a, b, 1), Done)
+        await trio.testing.wait_all_tasks_blocked()
+        assert b.of("signal") == [{"from": a.session_id, "signal": {"n": 1}}]
+        ids = [i for i, _, _ in b.events]
+        assert ids == sorted(set(ids))
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_live_room_hibernates_keeps_heartbeats_and_wakes_for_a_signal(
+    autojump_clock: Any,
+) -> None:
+    async with rooms() as system, trio.open_nursery() as nursery:
+        a = await connect(system, nursery)
+        b = await connect(system, nursery)
+        await trio.sleep(35)
+        snap = system.snapshot()[0]
+        assert (snap.live, snap.hibernations) == (0, 1)
+        assert len(b.of("heartbeat")) >= 3  # the runtime kept the streams alive alone
+        await signal(system, a, b, 7)
+        await trio.testing.wait_all_tasks_blocked()
+        assert b.of("signal")[-1]["signal"] == {"n": 7}
+        assert system.snapshot()[0].wakes["message"] == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_dropped_peer_expires_by_alarm_even_while_hibernated(autojump_clock: Any) -> None:
+    async with rooms(grace=30) as system, trio.open_nursery() as nursery:
+        a = await connect(system, nursery)
+        b = await connect(system, nursery)
+        b.scope.cancel()  # b's connection drops
+        await trio.sleep(20)
+        assert system.snapshot()[0].live == 0  # hibernated, b still in grace
+        assert a.of("roster")[-1]["peers"] == [a.session_id, b.session_id]
+        await trio.sleep(15)
+        assert a.of("roster")[-1]["peers"] == [a.session_id]
+        assert system.snapshot()[0].wakes["alarm"] == 1
+        reply = await system.get("rooms", "r").ask(Connect(b.session_id, b.token))
+        assert isinstance(reply, Joined) and reply.session_id != b.session_id  # expired
+        nursery.cancel_scope.cancel()
+
+
+async def test_signals_to_a_dropped_peer_wait_and_arrive_in_order(autojump_clock: Any) -> None:
+    async with rooms() as system, trio.open_nursery() as nursery:
+        a = await connect(system, nursery)
+        b = await connect(system, nursery)
+        b.scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        for n in range(5):
+            assert isinstance(await signal(system, a, b, n), Done)
+        await trio.sleep(15)  # across a hibernation: the queue is in storage
+        back = await connect(system, nursery, session_id=b.session_id, token=b.token)
+        assert [e for _, e, _ in back.events][:2] == ["session", "roster"]
+        assert [s["signal"]["n"] for s in back.of("signal")] == [0, 1, 2, 3, 4]
+        assert back.events[0][0] > max(i for i, _, _ in b.events)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_slow_consumer_loses_nothing(autojump_clock: Any) -> None:
+    limits = StreamLimits(max_bytes=20_000, max_events=1000, heartbeat=10, claim_timeout=60)
+    async with rooms(limits=limits) as system, trio.open_nursery() as nursery:
+        a = await connect(system, nursery)
+        joined = await system.get("rooms", "r").ask(Connect())
+        stream = system.streams.get(joined.stream_id)
+        assert stream is not None
+        reader = system.streams.consume(stream)
+        await reader.__anext__()  # b claims its stream and then stops reading
+        token = orjson.loads(stream.buffer[0].split(b"data: ")[1].split(b"\n")[0])["token"]
+        room = system.get("rooms", "r")
+        big = {"sdp": "x" * 3000}
+        for _ in range(12):  # more than b's buffer holds
+            reply = await room.ask(Signal(a.session_id, a.token, joined.session_id, big))
+            assert isinstance(reply, Done)
+        await trio.testing.wait_all_tasks_blocked()
+        info = {i.session_id: i for i in await room.ask(Inspect())}
+        assert not info[joined.session_id].connected  # cut off, in grace
+        b = await connect(
+            system, nursery, session_id=joined.session_id, token=token, last_event_id=None
+        )
+        # what was buffered is in the replay history (Last-Event-ID); what was not
+        # written waited in the queue: together, nothing is lost
+        got = len(b.of("signal")) + info[joined.session_id].replayable
+        assert got >= 12
+        await reader.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_leave_ends_the_stream_with_bye_and_updates_the_roster(autojump_clock: Any) -> None:
+    async with rooms() as system, trio.open_nursery() as nursery:
+        a = await connect(system, nursery)
+        b = await connect(system, nursery)
+        room = system.get("rooms", "r")
+        assert isinstance(await room.ask(Leave(b.session_id, b.token)), Done)
+        await trio.testing.wait_all_tasks_blocked()
+        assert b.events[-1][1:] == ("bye", {"reason": "left"}) and b.ended.is_set()
+        assert a.of("roster")[-1]["peers"] == [a.session_id]
+        refused = await room.ask(Leave(b.session_id, b.token))
+        assert isinstance(refused, Refused) and refused.status == 403
+        nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+def disk_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0.02)
+
+
+async def test_a_restart_resumes_sessions_and_expires_the_absent(
+    disk_clock: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "rooms.sqlite3"
+    clock = WallClock(EPOCH)
+    async with trio.open_nursery() as nursery:
+        async with rooms(SQLiteBackend(path), clock) as system:
+            a = await connect(system, nursery)
+            b = await connect(system, nursery)
+            await signal(system, a, b, 1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert a.events[-1][1:] == ("bye", {"reason": "shutdown"})
+        last_a = a.events[-1][0]
+        async with rooms(SQLiteBackend(path), clock) as system:
+            a2 = await connect(system, nursery, session_id=a.session_id, token=a.token)
+            assert a2.of("session")[0]["resumed"] is True
+            assert a2.events[0][0] > last_a
+            assert a2.of("roster")[0]["peers"] == [a.session_id, b.session_id]
+            await trio.sleep(40)  # b never came back: its grace counted from the restart
+            assert a2.of("roster")[-1]["peers"] == [a.session_id]
+        nursery.cancel_scope.cancel()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from .ids import ActorId
@@ -46,7 +45,7 @@ class ActorContext:
         """Open a runtime-held stream owned by this actor and return its id. Event ids on it
         start above ``id_floor`` and follow ``id_base + wall-clock µs``. The attachment (JSON)
         is stored with the actor's state as part of this message's commit."""
-        stream_id = uuid.uuid4().hex
+        stream_id = self._activation.system.new_stream_id()
         self.storage.pending.streams_added[stream_id] = encode(attachment)
         self._streams.open(stream_id, self.id, attachment, id_base, id_floor)
         return stream_id

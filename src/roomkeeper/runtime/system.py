@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -101,8 +102,10 @@ class ActorSystem:
         codec: StreamCodec,
         config: RuntimeConfig,
         clock: WallClock,
+        new_stream_id: Callable[[], str] | None = None,
     ) -> None:
         self.nursery = nursery
+        self.new_stream_id = new_stream_id or (lambda: uuid.uuid4().hex)
         self.backend = backend
         self.config = config
         self.clock = clock
@@ -269,17 +272,25 @@ async def open_actor_system(
     backend: StorageBackend | None = None,
     config: RuntimeConfig | None = None,
     clock: WallClock | None = None,
+    new_stream_id: Callable[[], str] | None = None,
 ) -> AsyncIterator[ActorSystem]:
     """Run an actor system for the duration of the block; shuts down gracefully on exit.
 
-    The backend is opened here and closed on exit (default: in memory).
+    The backend is opened here and closed on exit (default: in memory). ``new_stream_id``
+    replaces the random stream ids (uuid4) where runs must be reproducible.
     """
     backend = backend if backend is not None else MemoryBackend()
     await backend.open()
     try:
         async with trio.open_nursery() as nursery:
             system = ActorSystem(
-                nursery, backend, namespaces, codec, config or RuntimeConfig(), clock or WallClock()
+                nursery,
+                backend,
+                namespaces,
+                codec,
+                config or RuntimeConfig(),
+                clock or WallClock(),
+                new_stream_id,
             )
             nursery.start_soon(system.alarms.run, name="alarms")
             nursery.start_soon(system.streams.run_ticker, name="stream ticker")

@@ -12,14 +12,14 @@ class Connect:
     """Open an event stream: a new session, or the resumption of one."""
 
     session_id: str | None = None
-    token: str | None = None
+    token: str | None = attrs.field(default=None, repr=False)
     last_event_id: int | None = None
 
 
 @attrs.frozen
 class Signal:
     sender: str
-    token: str
+    token: str = attrs.field(repr=False)
     to: str
     payload: dict[str, Any]
     request_id: str | None = None
@@ -28,7 +28,7 @@ class Signal:
 @attrs.frozen
 class Leave:
     sender: str
-    token: str
+    token: str = attrs.field(repr=False)
 
 
 @attrs.frozen

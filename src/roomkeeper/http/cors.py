@@ -16,7 +16,7 @@ __all__ = ["ALLOWED_HEADERS", "ALLOWED_METHODS", "EXPOSED_HEADERS", "CorsPolicy"
 ALLOWED_METHODS = "GET, POST, OPTIONS"
 # By name: a `*` in Access-Control-Allow-Headers never covers Authorization.
 ALLOWED_HEADERS = ("Content-Type", "Authorization", "X-Token", "X-Session-Id", "Last-Event-ID")
-EXPOSED_HEADERS = "Retry-After"
+EXPOSED_HEADERS = "Retry-After, X-Request-Id"
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an HTTP field name (RFC 9110 token)
 
 

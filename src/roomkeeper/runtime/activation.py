@@ -141,7 +141,8 @@ class Activation:
             if self.storage is not None:
                 self.storage.apply(writes)
         took = trio.current_time() - started
-        self.system.stats_for(self.namespace).on_handled(took)
+        if envelope is not None:
+            self.system.stats_for(self.namespace).on_handled(took)
         if self.system.observers:
             self._trace_handled(envelope, took, ok=True, wrote=bool(writes))
         if envelope is not None:

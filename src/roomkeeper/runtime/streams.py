@@ -9,7 +9,7 @@ so ids keep growing across streams and restarts without a write per event.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, Protocol
 
 import attrs
@@ -180,7 +180,7 @@ class StreamRegistry:
         if notify:
             self._on_closed(stream, reason)
 
-    async def consume(self, stream: Stream) -> AsyncIterator[bytes]:
+    async def consume(self, stream: Stream) -> AsyncGenerator[bytes, None]:
         """Yield the stream's bytes as they come (bursts joined into one chunk) until it is
         closed. If the consumer goes away first, the actor is told ("disconnected")."""
         stream.claimed = True

@@ -152,8 +152,12 @@ class ActorSystem:
     def trace(self, kind: str, actor: ActorId, **fields: Any) -> None:
         """Tell every observer; callers check ``self.observers`` first to stay free."""
         event = TraceEvent(trio.current_time(), kind, actor.namespace, actor.hex, fields)
-        for observer in self.observers:
-            observer(event)
+        for observer in list(self.observers):
+            try:
+                observer(event)
+            except Exception:  # an observer must never break an actor: drop it
+                log.exception("trace observer failed; removing it")
+                self.observers.remove(observer)
 
     def is_live(self, actor: ActorId) -> bool:
         return actor in self.namespaces[actor.namespace].live

@@ -14,7 +14,7 @@ B = "http://localhost:5173"
 def test_any_origin_always_star(origin: str | None) -> None:
     headers = CorsPolicy().headers_for(origin)
     assert headers["Access-Control-Allow-Origin"] == "*"
-    assert headers["Access-Control-Expose-Headers"] == "Retry-After"
+    assert headers["Access-Control-Expose-Headers"] == "Retry-After, X-Request-Id"
     assert "Vary" not in headers
 
 
@@ -22,7 +22,7 @@ def test_listed_origin_echoed_with_vary() -> None:
     policy = CorsPolicy((A, B))
     assert policy.headers_for(B) == {
         "Access-Control-Allow-Origin": B,
-        "Access-Control-Expose-Headers": "Retry-After",
+        "Access-Control-Expose-Headers": "Retry-After, X-Request-Id",
         "Vary": "Origin",
     }
 
@@ -56,7 +56,7 @@ def test_preflight_names_every_header(policy: CorsPolicy) -> None:
     ]
     assert "*" not in headers["Access-Control-Allow-Headers"]
     assert int(headers["Access-Control-Max-Age"]) > 0
-    assert headers["Access-Control-Expose-Headers"] == "Retry-After"
+    assert headers["Access-Control-Expose-Headers"] == "Retry-After, X-Request-Id"
     assert headers["Access-Control-Allow-Origin"] == ("*" if policy.origins == ("*",) else A)
 
 

@@ -18,6 +18,7 @@ import attrs
 
 __all__ = [
     "ENV_PREFIX",
+    "LOG_FORMATS",
     "LOG_LEVELS",
     "MEMORY",
     "Config",
@@ -31,6 +32,8 @@ __all__ = [
 ENV_PREFIX = "ROOMKEEPER_"
 MEMORY = "memory"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
+MIN_ADMIN_TOKEN = 16
 
 _INT = re.compile(r"[+-]?[0-9]+")
 _ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")
@@ -113,6 +116,28 @@ def _log_level(value: object) -> str | None:
     return None
 
 
+def _log_format(value: object) -> str | None:
+    if value not in LOG_FORMATS:
+        return f"must be one of {', '.join(LOG_FORMATS)}, got {_show(value)}"
+    return None
+
+
+def _optional_path(value: object) -> str | None:
+    if not isinstance(value, str):
+        return f"must be a file path (or empty for none), got {_show(value)}"
+    return None
+
+
+def _admin_token(value: object) -> str | None:
+    """Empty (admin view off), or a secret of visible ASCII characters (it travels in an
+    ``Authorization`` header), not too short. The value itself never appears in a message."""
+    if not isinstance(value, str):
+        return "must be a string"
+    if value and (len(value) < MIN_ADMIN_TOKEN or not all("!" <= c <= "~" for c in value)):
+        return f"must be at least {MIN_ADMIN_TOKEN} visible ASCII characters, no spaces"
+    return None
+
+
 def _origins(value: object) -> str | None:
     if not isinstance(value, tuple) or not value:
         return f"must be '*' or a non-empty list of origins, got {_show(value)}"
@@ -168,10 +193,13 @@ def _validator(check: Check) -> Callable[[Any, attrs.Attribute[Any], Any], None]
     return validate
 
 
-def _setting(default: Any, check: Check, parse: Parse, help: str, metavar: str = "N") -> Any:
-    """An attrs field carrying its own check, text parser, help line and placeholder."""
+def _setting(
+    default: Any, check: Check, parse: Parse, help: str, metavar: str = "N", *, secret: bool = False
+) -> Any:
+    """An attrs field carrying its own check, text parser, help line and placeholder; a
+    ``secret`` one is left out of the ``Config`` repr, so logging a config never shows it."""
     meta = {"check": check, "parse": parse, "help": help, "metavar": metavar}
-    return attrs.field(default=default, validator=_validator(check), metadata=meta)
+    return attrs.field(default=default, validator=_validator(check), metadata=meta, repr=not secret)
 
 
 @attrs.frozen(kw_only=True)
@@ -223,6 +251,28 @@ class Config:
     )
     retry_ms: int = _setting(
         2000, _positive_int, _parse_int, "reconnect delay sent to clients as SSE retry:", "MS"
+    )
+    log_format: str = _setting(
+        "text",
+        _log_format,
+        _parse_lower,
+        "log lines as 'text' or 'json' (one object a line)",
+        "FMT",
+    )
+    trace: str = _setting(
+        "",
+        _optional_path,
+        _parse_stripped,
+        "write the runtime's lifecycle trace (JSON lines) to this file; empty: no trace",
+        "FILE",
+    )
+    admin_token: str = _setting(
+        "",
+        _admin_token,
+        _parse_stripped,
+        "bearer token for the /admin/ view (prefer the environment variable; empty: no admin view)",
+        "TOKEN",
+        secret=True,
     )
 
     @property

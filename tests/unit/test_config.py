@@ -50,6 +50,9 @@ def test_defaults() -> None:
         "mailbox_size": 1024,
         "max_body": 102400,
         "retry_ms": 2000,
+        "log_format": "text",
+        "trace": "",
+        "admin_token": "",
     }
     assert not config.in_memory
 
@@ -114,6 +117,9 @@ EXAMPLES: list[tuple[str, str, Any]] = [
     ("mailbox_size", "64", 64),
     ("max_body", "2048", 2048),
     ("retry_ms", "500", 500),
+    ("log_format", "JSON", "json"),
+    ("trace", "/tmp/trace.jsonl", "/tmp/trace.jsonl"),
+    ("admin_token", "s3cret-admin-token-0123", "s3cret-admin-token-0123"),
 ]
 
 
@@ -185,6 +191,9 @@ def test_unrelated_env_ignored() -> None:
         ("max_body", "0", "positive integer"),
         ("retry_ms", "0", "positive integer"),
         ("retry_ms", "1.5", "must be an integer"),
+        ("log_format", "xml", "one of text, json"),
+        ("admin_token", "too-short", "at least 16 visible ASCII"),
+        ("admin_token", "sixteen chars but spaces", "at least 16 visible ASCII"),
     ],
 )
 def test_bad_values_name_their_source(name: str, text: str, problem: str) -> None:
@@ -238,3 +247,11 @@ def test_direct_construction_checks_too(field: str, value: Any) -> None:
 def test_direct_construction_accepts_ints_for_floats_and_huge_ints() -> None:
     config = Config(heartbeat=1, grace=10**400, port=0, storage="memory")
     assert (config.heartbeat, config.port) == (1, 0)
+
+
+def test_admin_token_stays_out_of_repr_and_messages() -> None:
+    secret = "s3cret-admin-token-0123"
+    config = build({"admin_token": secret})
+    assert secret not in repr(config)
+    assert secret not in str(attrs.evolve(config, port=1))
+    assert "wrong-but-secret" not in error({"admin_token": "wrong-but-secret x"})

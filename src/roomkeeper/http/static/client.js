@@ -1,0 +1,466 @@
+// roomkeeper browser client: join a signaling room, follow its roster, exchange signals.
+//
+//   import { join } from "https://signaling.example/client.js";
+//   const room = await join("https://signaling.example", "my-room");
+//   room.addEventListener("signal", (e) => console.log(e.detail.from, e.detail.signal));
+//   await room.send(peerId, { hello: "world" });
+//   await room.leave();
+//
+// Dependency-free ES module, no build step. The event stream is a browser EventSource,
+// which reconnects by itself (sending Last-Event-ID) after a network error or a clean end
+// of the stream; when it gives up (any non-200 answer closes it for good) the client
+// reconnects itself with its session id, token and last event id. Either way the session
+// resumes and every signal queued meanwhile arrives. See docs/browser-client.md.
+
+export const VERSION = "1";
+
+/** Where this module was loaded from, without a trailing slash: the server's base URL when
+ * the page imports client.js from the server itself (the default of `join`). */
+export const defaultBaseUrl = new URL(".", import.meta.url).href.replace(/\/+$/, "");
+
+const DEFAULTS = Object.freeze({
+  timeout: 15000, // join: give up when no session arrived by then (ms)
+  sendAttempts: 6, // tries per signal (the first included) on network errors, 429 and 503
+  retryDelay: 250, // first pause between tries when the server names none (ms), doubling
+  maxRetryDelay: 8000,
+  requestTimeout: 10000, // one POST that takes longer counts as a network error (ms)
+  reconnectDelay: 500, // first pause of our own reconnection, doubling (ms)
+  maxReconnectDelay: 10000,
+  staleAfter: 35000, // no event, heartbeats included, for this long: reconnect (ms)
+  leaveOnPagehide: true,
+  resume: null, // {sessionId, token, lastEventId?}: continue an earlier session
+});
+
+const STREAM_EVENTS = ["session", "roster", "signal", "heartbeat", "bye"];
+
+/** An answer of the server that retrying will not change, or a room that is closed. */
+export class RoomError extends Error {
+  constructor(message, status = 0) {
+    super(message);
+    this.name = "RoomError";
+    this.status = status; // the HTTP status, 0 when there was none
+  }
+}
+
+/**
+ * Join `room` on the server at `baseUrl` (e.g. "https://signaling.example"; default: where
+ * this module came from). Resolves with a `Room` once the server has sent the session and
+ * the roster; rejects with a `RoomError` when the server refuses (a bad room name, say) or
+ * nothing came within `options.timeout`.
+ */
+export function join(baseUrl, room, options = {}) {
+  return new Room(baseUrl ?? defaultBaseUrl, room, options)._start();
+}
+
+export class Room extends EventTarget {
+  #base;
+  #opts;
+  #es = null; // the current EventSource
+  #state = "connecting"; // connecting | open | reconnecting | closed
+  #lastId = null; // BigInt: the last event id seen on the current session's streams
+  #lastIdText = "";
+  #attempt = 0; // own reconnection attempts since the last open stream
+  #timer = null;
+  #watchdog = null;
+  #lastActivity = 0;
+  #opened = false; // a session was ever open
+  #chains = new Map(); // recipient -> the promise of its last send: signals keep their order
+  #joining = null; // {resolve, reject, timer} until the first roster
+  #pagehide = null;
+  #online = null;
+
+  /** Use `join()`. */
+  constructor(baseUrl, room, options = {}) {
+    super();
+    if (typeof room !== "string" || room === "") throw new TypeError("room must be a non-empty string");
+    this.#base = String(baseUrl).replace(/\/+$/, "");
+    this.#opts = { ...DEFAULTS, ...options };
+    /** The room's name. */
+    this.room = room;
+    /** This client's session id (public: it is in the roster and in `from` of signals). */
+    this.sessionId = null;
+    /** The session's secret token; sent only to the server. */
+    this.token = null;
+    /** Every session of the room in join order, this one included; kept current. */
+    this.roster = [];
+    const resume = this.#opts.resume;
+    if (resume && resume.sessionId && resume.token) {
+      this.sessionId = resume.sessionId;
+      this.token = resume.token;
+      this.#lastIdText = resume.lastEventId ? String(resume.lastEventId) : "";
+      this.#lastId = toBigInt(this.#lastIdText);
+    }
+  }
+
+  /** The server's base URL. */
+  get baseUrl() {
+    return this.#base;
+  }
+
+  /** "connecting", "open", "reconnecting" or "closed". */
+  get state() {
+    return this.#state;
+  }
+
+  /** The roster without this session. */
+  get peers() {
+    return this.roster.filter((id) => id !== this.sessionId);
+  }
+
+  /** The id of the last event received (a decimal string, possibly beyond 2**53). */
+  get lastEventId() {
+    return this.#lastIdText;
+  }
+
+  _start() {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#fail(new RoomError(`no session from ${this.#base} within ${this.#opts.timeout} ms`));
+      }, this.#opts.timeout);
+      this.#joining = { resolve, reject, timer };
+      if (this.#opts.leaveOnPagehide && typeof window !== "undefined") {
+        this.#pagehide = () => this.#leaveWithBeacon();
+        window.addEventListener("pagehide", this.#pagehide);
+      }
+      if (typeof window !== "undefined") {
+        this.#online = () => {
+          if (this.#state === "reconnecting" && this.#es === null) this.#reconnectNow();
+        };
+        window.addEventListener("online", this.#online);
+      }
+      this.#watchdog = setInterval(() => this.#checkStale(), Math.max(1000, this.#opts.staleAfter / 4));
+      this.#open(this.sessionId !== null);
+    });
+  }
+
+  /**
+   * Send `signal` (a JSON object) to the session `to`. Resolves once the server has it
+   * (on the peer's stream, or queued while the peer reconnects). Signals to one peer go out
+   * in the order of the calls. Each carries a fresh `id`, so retries after a network error,
+   * a 429 or a 503 (after the server's Retry-After) can never deliver it twice. Rejects with
+   * a `RoomError` on any other answer (404: no such peer; 403: this session is gone) or
+   * when the tries are spent.
+   */
+  send(to, signal) {
+    if (this.#state === "closed") return Promise.reject(new RoomError("the room is closed"));
+    if (signal === null || typeof signal !== "object" || Array.isArray(signal)) {
+      return Promise.reject(new TypeError("signal must be a JSON object"));
+    }
+    const id = randomId();
+    const previous = this.#chains.get(to) ?? Promise.resolve();
+    const sent = previous
+      .catch(() => {})
+      .then(() => {
+        if (this.#state === "closed") throw new RoomError("the room is closed");
+        return this.#post("signal", { to, signal, id }, this.#opts.sendAttempts);
+      });
+    this.#chains.set(to, sent);
+    const forget = () => {
+      if (this.#chains.get(to) === sent) this.#chains.delete(to);
+    };
+    sent.then(forget, forget);
+    return sent.then(() => undefined);
+  }
+
+  /** End the session at once: peers see it leave the roster. Safe to call twice. */
+  async leave() {
+    if (this.#state === "closed") return;
+    const creds = this.#credentials();
+    this.#close("left");
+    if (creds.sender === null) return;
+    try {
+      await this.#post("leave", {}, 3, creds, true);
+    } catch {
+      // the session expires by itself after the server's grace period
+    }
+  }
+
+  // --- the event stream -------------------------------------------------------------------
+
+  #connectUrl(withCredentials) {
+    const query = new URLSearchParams({ room: this.room });
+    if (withCredentials && this.sessionId !== null) {
+      query.set("session_id", this.sessionId);
+      query.set("token", this.token);
+      if (this.#lastIdText) query.set("last_event_id", this.#lastIdText);
+    }
+    return `${this.#base}/api/connect?${query}`;
+  }
+
+  #open(withCredentials) {
+    const es = new EventSource(this.#connectUrl(withCredentials));
+    this.#es = es;
+    this.#lastActivity = Date.now();
+    for (const name of STREAM_EVENTS) {
+      es.addEventListener(name, (event) => this.#onEvent(es, name, event));
+    }
+    es.onerror = () => this.#onError(es);
+  }
+
+  #onEvent(es, name, event) {
+    if (es !== this.#es || this.#state === "closed") return;
+    this.#lastActivity = Date.now();
+    let data;
+    try {
+      data = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    const idText = event.lastEventId;
+    if (name === "session") {
+      this.#onSession(data, idText);
+      return;
+    }
+    // Ids grow strictly on the wire across reconnections: anything not newer was seen.
+    if (!this.#isNewer(idText)) return;
+    this.#setLastId(idText);
+    if (name === "roster") {
+      this.#onRoster(data.peers ?? []);
+    } else if (name === "signal") {
+      this.#emit("signal", { from: data.from, signal: data.signal, id: idText });
+    } else if (name === "bye") {
+      this.#onBye(es, data.reason);
+    }
+  }
+
+  #onSession(data, idText) {
+    const sameSession = data.session_id === this.sessionId;
+    if (sameSession && this.#opened && !this.#isNewer(idText)) return;
+    const previous = this.sessionId;
+    const wasReconnect = this.#opened;
+    this.sessionId = data.session_id;
+    this.token = data.token;
+    if (!sameSession) this.#lastId = null; // a new session numbers its events afresh
+    this.#setLastId(idText);
+    this.#state = "open";
+    this.#attempt = 0;
+    this.#opened = true;
+    if (wasReconnect || previous !== null) {
+      this.#emit("resumed", {
+        resumed: Boolean(data.resumed) && sameSession,
+        sessionId: this.sessionId,
+        previousSessionId: previous,
+      });
+    }
+  }
+
+  #onRoster(peers) {
+    const before = new Set(this.roster);
+    const after = new Set(peers);
+    this.roster = [...peers];
+    this.#emit("roster", {
+      peers: [...peers],
+      joined: peers.filter((id) => !before.has(id)),
+      left: [...before].filter((id) => !after.has(id)),
+    });
+    if (this.#joining !== null) {
+      const { resolve, timer } = this.#joining;
+      clearTimeout(timer);
+      this.#joining = null;
+      resolve(this);
+    }
+  }
+
+  #onBye(es, reason) {
+    this.#emit("bye", { reason });
+    if (reason === "shutdown") {
+      // The server restarts: the EventSource reconnects by itself when the stream ends.
+      this.#markReconnecting("shutdown");
+      return;
+    }
+    // "left" (the session was ended) or "replaced" (another connection took the session):
+    // reconnecting would take it back and start a tug of war.
+    es.close();
+    this.#close(reason);
+  }
+
+  #onError(es) {
+    if (es !== this.#es || this.#state === "closed") return;
+    if (es.readyState === EventSource.CONNECTING) {
+      // A network error or a clean end: the browser retries after the server's retry:
+      // delay, with Last-Event-ID, and the server resumes the session from that id.
+      this.#markReconnecting("network");
+      return;
+    }
+    // CLOSED: the browser gave up for good (a non-200 answer). Reconnect ourselves.
+    es.close();
+    this.#es = null;
+    this.#scheduleReconnect("refused");
+  }
+
+  #markReconnecting(reason) {
+    if (this.#state !== "open") return;
+    this.#state = "reconnecting";
+    this.#emit("reconnecting", { reason, attempt: 0, delay: null });
+  }
+
+  #scheduleReconnect(reason) {
+    clearTimeout(this.#timer);
+    this.#attempt += 1;
+    const base = Math.min(
+      this.#opts.maxReconnectDelay,
+      this.#opts.reconnectDelay * 2 ** Math.min(this.#attempt - 1, 16),
+    );
+    const delay = Math.round(base * (0.75 + Math.random() * 0.5));
+    if (this.#state !== "connecting") this.#state = "reconnecting";
+    this.#emit("reconnecting", { reason, attempt: this.#attempt, delay });
+    this.#timer = setTimeout(() => this.#reconnectNow(), delay);
+  }
+
+  async #reconnectNow() {
+    clearTimeout(this.#timer);
+    this.#timer = null;
+    if (this.#state === "closed") return;
+    // EventSource does not tell why it was refused: ask with a HEAD (it makes no session).
+    // A 4xx other than 408/429 will not heal by retrying (a bad room name, say).
+    const url = this.#connectUrl(true);
+    let status = 0;
+    try {
+      status = (await fetch(url, { method: "HEAD", cache: "no-store" })).status;
+    } catch {
+      status = 0;
+    }
+    if (this.#state === "closed" || this.#es !== null) return;
+    if (status >= 400 && status < 500 && status !== 408 && status !== 429) {
+      this.#fail(new RoomError(`the server refused the event stream (HTTP ${status})`, status));
+      return;
+    }
+    this.#open(true);
+  }
+
+  #checkStale() {
+    if (this.#state !== "open" || this.#es === null) return;
+    if (Date.now() - this.#lastActivity < this.#opts.staleAfter) return;
+    // Not even a heartbeat for too long: the connection is dead without knowing it.
+    this.#es.close();
+    this.#es = null;
+    this.#state = "reconnecting";
+    this.#scheduleReconnect("stale");
+  }
+
+  // --- upstream ---------------------------------------------------------------------------
+
+  #credentials() {
+    return { sender: this.sessionId, token: this.token };
+  }
+
+  async #post(path, fields, attempts, creds = null, keepalive = false) {
+    const url = `${this.#base}/api/${path}?${new URLSearchParams({ room: this.room })}`;
+    let lastError = null;
+    for (let attempt = 1; attempt <= attempts; attempt += 1) {
+      const { sender, token } = creds ?? this.#credentials();
+      const body = JSON.stringify({ sender, token, ...fields });
+      let retryAfter = null;
+      const abort = new AbortController();
+      const timer = setTimeout(() => abort.abort(), this.#opts.requestTimeout);
+      try {
+        const response = await fetch(url, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body,
+          cache: "no-store",
+          keepalive,
+          signal: abort.signal,
+        });
+        if (response.ok) return await response.json().catch(() => ({ success: true }));
+        const info = await response.json().catch(() => null);
+        lastError = new RoomError(info?.error ?? `HTTP ${response.status}`, response.status);
+        if (response.status !== 429 && response.status !== 503) throw lastError;
+        retryAfter = parseRetryAfter(response.headers.get("Retry-After"));
+      } catch (error) {
+        if (error instanceof RoomError) throw error;
+        lastError = new RoomError(`network error: ${error?.message ?? error}`, 0);
+      } finally {
+        clearTimeout(timer);
+      }
+      if (attempt === attempts) break;
+      const backoff = Math.min(this.#opts.maxRetryDelay, this.#opts.retryDelay * 2 ** (attempt - 1));
+      await sleep(retryAfter !== null ? retryAfter * 1000 : backoff);
+      if (creds === null && this.#state === "closed") throw new RoomError("the room is closed");
+    }
+    throw lastError;
+  }
+
+  #leaveWithBeacon() {
+    if (this.#state === "closed") return;
+    const { sender, token } = this.#credentials();
+    this.#close("left");
+    if (sender === null) return;
+    const url = `${this.#base}/api/leave?${new URLSearchParams({ room: this.room })}`;
+    const body = JSON.stringify({ sender, token }); // a string: sent as text/plain, no preflight
+    if (!navigator.sendBeacon?.(url, body)) {
+      fetch(url, { method: "POST", body, keepalive: true }).catch(() => {});
+    }
+  }
+
+  // --- the end ----------------------------------------------------------------------------
+
+  #fail(error) {
+    if (this.#state === "closed") return;
+    this.#close("error", error);
+  }
+
+  #close(reason, error = null) {
+    if (this.#state === "closed") return;
+    this.#state = "closed";
+    this.#es?.close();
+    this.#es = null;
+    clearTimeout(this.#timer);
+    clearInterval(this.#watchdog);
+    if (typeof window !== "undefined") {
+      if (this.#pagehide) window.removeEventListener("pagehide", this.#pagehide);
+      if (this.#online) window.removeEventListener("online", this.#online);
+    }
+    if (this.#joining !== null) {
+      const { reject, timer } = this.#joining;
+      clearTimeout(timer);
+      this.#joining = null;
+      reject(error ?? new RoomError(`the room closed before joining (${reason})`));
+    }
+    this.#emit("closed", { reason, error });
+  }
+
+  #emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  #isNewer(idText) {
+    const id = toBigInt(idText);
+    return id === null || this.#lastId === null || id > this.#lastId;
+  }
+
+  #setLastId(idText) {
+    const id = toBigInt(idText);
+    if (id === null) return;
+    this.#lastId = id;
+    this.#lastIdText = idText;
+  }
+}
+
+// --- helpers --------------------------------------------------------------------------------
+
+function toBigInt(text) {
+  if (typeof text !== "string" || !/^[0-9]{1,80}$/.test(text)) return null;
+  return BigInt(text);
+}
+
+function parseRetryAfter(value) {
+  if (value === null) return null;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds) && seconds >= 0) return Math.min(seconds, 60);
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? null : Math.min(Math.max(0, (date - Date.now()) / 1000), 60);
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** A random UUIDv4 (crypto.getRandomValues works on plain http: pages too). */
+function randomId() {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}

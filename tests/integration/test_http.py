@@ -1,0 +1,465 @@
+"""HTTP around the API: CORS on every answer and preflights, configured origins, unknown
+paths and methods, /healthz and /openapi.json, and raw HTTP/1.1 edge cases (pipelining,
+lying or missing Content-Length, bodies refused before they are read, HTTP/1.0)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from .conftest import (
+    STREAM_TIMEOUT,
+    RawConnection,
+    ServerProcess,
+    assert_error,
+    join,
+    new_room,
+    request_bytes,
+    send_ok,
+    start_shared,
+    sync,
+)
+
+ORIGIN = "https://page.example"
+
+# --- CORS with the default "*" ----------------------------------------------------------------
+
+REQUESTS: list[tuple[str, str, str, dict[str, Any], Any, int]] = [
+    # id, method, path, params, json body (None: no body), status
+    ("healthz", "GET", "/healthz", {}, None, 200),
+    ("openapi", "GET", "/openapi.json", {}, None, 200),
+    ("connect-400", "GET", "/api/connect", {}, None, 400),
+    ("connect-403", "GET", "/api/connect", {"session_id": "SID", "token": "x"}, None, 403),
+    ("signal-400", "POST", "/api/signal", {"room": "r"}, [], 400),
+    ("signal-403", "POST", "/api/signal", {"room": "r"}, "FORGED", 403),
+    ("leave-403", "POST", "/api/leave", {"room": "r"}, "FORGED", 403),
+    ("leave-413", "POST", "/api/leave", {"room": "r"}, "BIG", 413),
+    ("unknown-path-404", "GET", "/nope", {}, None, 404),
+    ("wrong-method-405", "PUT", "/api/signal", {}, None, 405),
+]
+
+
+@pytest.mark.parametrize("origin", [None, ORIGIN], ids=["no-origin", "origin"])
+@pytest.mark.parametrize(
+    ("method", "path", "params", "body", "status"),
+    [r[1:] for r in REQUESTS],
+    ids=[r[0] for r in REQUESTS],
+)
+async def test_every_answer_allows_any_origin(
+    client: httpx.AsyncClient,
+    base: str,
+    room: str,
+    origin: str | None,
+    method: str,
+    path: str,
+    params: dict[str, Any],
+    body: Any,
+    status: int,
+) -> None:
+    headers = {"Origin": origin} if origin else {}
+    kw: dict[str, Any] = {}
+    if body == "FORGED":
+        body = {"sender": str(uuid.uuid4()), "to": str(uuid.uuid4()), "token": str(uuid.uuid4())}
+        body["signal"] = {}
+    if body == "BIG":
+        kw["content"] = b" " * 102_401
+    elif body is not None:
+        kw["json"] = body
+    if "session_id" in params:
+        async with join(client, base, room) as peer:
+            params = {"room": room, "session_id": peer.session_id, "token": str(uuid.uuid4())}
+            response = await client.request(
+                method, base + path, params=params, headers=headers, **kw
+            )
+    else:
+        response = await client.request(method, base + path, params=params, headers=headers, **kw)
+    assert response.status_code == status, response.text
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert response.headers["content-type"].split(";")[0] == "application/json"
+    if status >= 400:
+        assert_error(response, status)
+
+
+@pytest.mark.parametrize("origin", [None, ORIGIN], ids=["no-origin", "origin"])
+async def test_event_stream_allows_any_origin(
+    client: httpx.AsyncClient, base: str, room: str, origin: str | None
+) -> None:
+    headers = {"Origin": origin} if origin else None
+    async with join(client, base, room, headers=headers) as peer:
+        assert peer.stream.headers["access-control-allow-origin"] == "*"
+
+
+async def test_411_allows_any_origin(shared_server: ServerProcess) -> None:
+    response = await _raw(
+        shared_server,
+        request_bytes("POST", "/api/signal?room=r", headers={"Origin": ORIGIN}),
+    )
+    assert response.status == 411
+    assert response.header("access-control-allow-origin") == "*"
+
+
+NAMED_HEADERS = ["content-type", "authorization", "x-token", "x-session-id", "last-event-id"]
+
+
+@pytest.mark.parametrize(
+    ("path", "method"),
+    [("/api/connect", "GET"), ("/api/signal", "POST"), ("/api/leave", "POST")],
+)
+@pytest.mark.parametrize("origin", [None, ORIGIN], ids=["no-origin", "origin"])
+@pytest.mark.parametrize(
+    "requested", [None, "content-type", "authorization, x-token, x-custom"], ids=repr
+)
+async def test_preflight(
+    client: httpx.AsyncClient,
+    base: str,
+    path: str,
+    method: str,
+    origin: str | None,
+    requested: str | None,
+) -> None:
+    headers = {"Access-Control-Request-Method": method}
+    if origin:
+        headers["Origin"] = origin
+    if requested:
+        headers["Access-Control-Request-Headers"] = requested
+    response = await client.options(base + path, params={"room": "r"}, headers=headers)
+    assert response.status_code in (200, 204)
+    assert response.headers["access-control-allow-origin"] == "*"
+    allowed = [h.strip().lower() for h in response.headers["access-control-allow-headers"].split(",")]
+    for name in NAMED_HEADERS:
+        assert name in allowed  # by name: "*" would not cover Authorization
+    methods = [m.strip() for m in response.headers["access-control-allow-methods"].split(",")]
+    assert method in methods
+    for name in (requested or "").split(","):
+        if name.strip():
+            assert name.strip().lower() in allowed
+
+
+# --- a configured list of origins ---------------------------------------------------------------
+
+LISTED = "https://a.example"
+ALSO_LISTED = "https://b.example:8443"
+
+
+@pytest.fixture(scope="module")
+def cors_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = start_shared(
+        tmp_path_factory.mktemp("cors"), cors_origins=f"{LISTED},{ALSO_LISTED}"
+    )
+    yield server
+    server.kill()
+
+
+def _vary(response: httpx.Response) -> list[str]:
+    return [v.strip().lower() for v in response.headers.get("vary", "").split(",")]
+
+
+@pytest.mark.parametrize("origin", [LISTED, ALSO_LISTED])
+async def test_listed_origin_is_echoed_with_vary(
+    client: httpx.AsyncClient, cors_server: ServerProcess, origin: str
+) -> None:
+    base = cors_server.url
+    headers = {"Origin": origin}
+    for response in (
+        await client.get(f"{base}/healthz", headers=headers),
+        await client.get(f"{base}/api/connect", headers=headers),  # 400
+        await client.post(f"{base}/api/signal", params={"room": "r"}, json=[], headers=headers),
+        await client.get(f"{base}/nope", headers=headers),
+    ):
+        assert response.headers["access-control-allow-origin"] == origin
+        assert "origin" in _vary(response)
+    async with join(client, base, new_room(), headers=headers) as peer:
+        assert peer.stream.headers["access-control-allow-origin"] == origin
+        assert "origin" in [v.strip().lower() for v in peer.stream.headers["vary"].split(",")]
+    preflight = await client.options(
+        f"{base}/api/signal",
+        headers={**headers, "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code in (200, 204)
+    assert preflight.headers["access-control-allow-origin"] == origin
+    assert "origin" in _vary(preflight)
+    allowed = preflight.headers["access-control-allow-headers"].lower()
+    for name in NAMED_HEADERS:
+        assert name in [h.strip() for h in allowed.split(",")]
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [None, "https://evil.example", "https://a.example.evil.example", "http://a.example", "null"],
+    ids=repr,
+)
+async def test_unlisted_origin_is_not_allowed(
+    client: httpx.AsyncClient, cors_server: ServerProcess, origin: str | None
+) -> None:
+    base = cors_server.url
+    headers = {"Origin": origin} if origin else {}
+    for response in (
+        await client.get(f"{base}/healthz", headers=headers),
+        await client.get(f"{base}/api/connect", headers=headers),
+        await client.options(
+            f"{base}/api/signal", headers={**headers, "Access-Control-Request-Method": "POST"}
+        ),
+    ):
+        assert "access-control-allow-origin" not in response.headers
+        assert "origin" in _vary(response)
+    async with join(client, base, new_room(), headers=headers) as peer:
+        assert "access-control-allow-origin" not in peer.stream.headers
+
+
+# --- paths and methods --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/nope"),
+        ("POST", "/api/nope"),
+        ("GET", "/api/connect/extra"),
+        ("GET", "/api"),
+        ("OPTIONS", "/api/nope"),
+        ("GET", "/API/CONNECT"),
+    ],
+)
+async def test_unknown_path_is_404(
+    client: httpx.AsyncClient, base: str, method: str, path: str
+) -> None:
+    assert_error(await client.request(method, base + path, params={"room": "r"}), 404)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/api/signal", "POST"),
+        ("PUT", "/api/signal", "POST"),
+        ("DELETE", "/api/leave", "POST"),
+        ("GET", "/api/leave", "POST"),
+        ("POST", "/api/connect", "GET"),
+        ("PATCH", "/api/connect", "GET"),
+        ("POST", "/healthz", "GET"),
+        ("DELETE", "/openapi.json", "GET"),
+    ],
+)
+async def test_wrong_method_is_405_with_allow(
+    client: httpx.AsyncClient, base: str, method: str, path: str, allowed: str
+) -> None:
+    response = await client.request(method, base + path, params={"room": "r"})
+    assert_error(response, 405)
+    allow = [m.strip() for m in response.headers["allow"].split(",")]
+    assert allowed in allow
+    assert method not in allow
+
+
+async def test_healthz(client: httpx.AsyncClient, base: str) -> None:
+    response = await client.get(f"{base}/healthz")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"status": "ok"}
+
+
+async def test_openapi_document(client: httpx.AsyncClient, base: str) -> None:
+    response = await client.get(f"{base}/openapi.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    document = json.loads(response.content)
+    assert str(document["openapi"]).startswith("3.")
+    paths = document["paths"]
+    assert "get" in paths["/api/connect"]
+    assert "post" in paths["/api/signal"]
+    assert "post" in paths["/api/leave"]
+    signal_body = paths["/api/signal"]["post"]["requestBody"]["content"]["application/json"]
+    assert {"sender", "to", "token", "signal"} <= set(signal_body["schema"]["required"])
+    for status in ("200", "400", "403", "411", "413", "429"):
+        assert status in paths["/api/signal"]["post"]["responses"]
+
+
+# --- raw HTTP/1.1 -------------------------------------------------------------------------------
+
+
+async def _raw(server: ServerProcess, data: bytes) -> Any:
+    async with await RawConnection.open(server) as conn:
+        await conn.send(data)
+        return await conn.response()
+
+
+def _signal_body(frm: Any, to: Any, signal: Any) -> bytes:
+    body = {"sender": frm.session_id, "to": to.session_id, "token": frm.token, "signal": signal}
+    return json.dumps(body).encode()
+
+
+async def test_pipelined_requests_are_answered_in_order(
+    client: httpx.AsyncClient, shared_server: ServerProcess, room: str
+) -> None:
+    base = shared_server.url
+    async with join(client, base, room) as a, join(client, base, room) as b:
+        target = f"/api/signal?room={room}"
+        async with await RawConnection.open(shared_server) as conn:
+            await conn.send(
+                request_bytes("GET", "/healthz")
+                + request_bytes("POST", target, body=_signal_body(a, b, {"n": 1}))
+                + request_bytes("POST", target, body=b"[]")
+                + request_bytes("POST", target, body=_signal_body(a, b, {"n": 2}))
+                + request_bytes("GET", "/openapi.json")
+            )
+            statuses = [(await conn.response()).status for _ in range(5)]
+        assert statuses == [200, 200, 400, 200, 200]
+        events = await sync(client, b)
+        assert [e.data["signal"] for e in events] == [{"n": 1}, {"n": 2}]
+
+
+async def test_body_longer_than_content_length(
+    client: httpx.AsyncClient, shared_server: ServerProcess, room: str
+) -> None:
+    """Only Content-Length bytes are the body: a cut JSON object is a 400, and the rest is
+    not taken for a signal."""
+    base = shared_server.url
+    async with join(client, base, room) as a, join(client, base, room) as b:
+        body = _signal_body(a, b, {"n": 1})
+        async with await RawConnection.open(shared_server) as conn:
+            await conn.send(
+                request_bytes(
+                    "POST",
+                    f"/api/signal?room={room}",
+                    headers={"Content-Length": str(len(body) - 10)},
+                    body=body,
+                )
+            )
+            response = await conn.response()
+        assert response.status == 400
+        assert await sync(client, b) == []
+
+
+async def test_body_shorter_than_content_length_then_eof(
+    client: httpx.AsyncClient, shared_server: ServerProcess, room: str
+) -> None:
+    """A complete JSON object, but fewer bytes than announced: not a signal."""
+    base = shared_server.url
+    async with join(client, base, room) as a, join(client, base, room) as b:
+        body = _signal_body(a, b, {"n": 1})
+        async with await RawConnection.open(shared_server) as conn:
+            await conn.send(
+                request_bytes(
+                    "POST",
+                    f"/api/signal?room={room}",
+                    headers={"Content-Length": str(len(body) + 10)},
+                    body=body,
+                )
+            )
+            await conn.stream.send_eof()
+            with trio.move_on_after(3):
+                while await conn._fill():
+                    pass
+        assert b" 200 " not in conn.buffer.split(b"\r\n", 1)[0]
+        assert await sync(client, b) == []
+        assert (await client.get(f"{base}/healthz")).status_code == 200
+
+
+async def test_body_arriving_in_pieces_is_waited_for(
+    client: httpx.AsyncClient, shared_server: ServerProcess, room: str
+) -> None:
+    base = shared_server.url
+    async with join(client, base, room) as a, join(client, base, room) as b:
+        body = _signal_body(a, b, {"n": "slow"})
+        async with await RawConnection.open(shared_server) as conn:
+            await conn.send(request_bytes("POST", f"/api/signal?room={room}", body=body)[:-20])
+            await trio.sleep(0.3)
+            assert conn.buffer == b""
+            await conn.send(body[-20:])
+            response = await conn.response()
+        assert response.status == 200
+        assert [e.data["signal"] for e in await sync(client, b)] == [{"n": "slow"}]
+
+
+async def test_body_without_content_length_is_411(
+    client: httpx.AsyncClient, shared_server: ServerProcess, room: str
+) -> None:
+    """Without Content-Length (or chunked) HTTP/1.1 says the request has no body: the bytes
+    that follow are not a signal, and the answer is 411."""
+    base = shared_server.url
+    async with join(client, base, room) as a, join(client, base, room) as b:
+        response = await _raw(
+            shared_server,
+            request_bytes(
+                "POST",
+                f"/api/signal?room={room}",
+                body=_signal_body(a, b, {"n": 1}),
+                content_length=False,
+            ),
+        )
+        assert response.status == 411
+        assert await sync(client, b) == []
+
+
+@pytest.mark.parametrize(
+    "refused",
+    [
+        request_bytes("POST", "/api/signal", body=b'{"sender": "x"}'),
+        request_bytes("POST", "/api/leave?room=", body=b"{}"),
+        request_bytes("POST", "/api/signal?room=%FF", body=b"{}"),
+    ],
+    ids=["no-room", "empty-room", "bad-utf8-room"],
+)
+async def test_connection_stays_usable_after_a_refused_post(
+    shared_server: ServerProcess, refused: bytes
+) -> None:
+    """A POST refused for its room still has its body read: the next request on the same
+    keep-alive connection is answered (it used to hang now and then)."""
+    for _ in range(10):
+        async with await RawConnection.open(shared_server) as conn:
+            await conn.send(refused + request_bytes("GET", "/healthz"))
+            assert (await conn.response(wait=2)).status == 400
+            assert (await conn.response(wait=2)).status == 200
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status"),
+    [
+        ({"Content-Length": "200000"}, b"", 413),
+        ({"Transfer-Encoding": "chunked"}, b"2\r\n{}\r\n0\r\n\r\n", 411),
+    ],
+    ids=["413", "411"],
+)
+async def test_post_refused_from_its_headers_closes_the_connection(
+    shared_server: ServerProcess, headers: dict[str, str], body: bytes, status: int
+) -> None:
+    """The body is never read, so the connection cannot carry another request."""
+    async with await RawConnection.open(shared_server) as conn:
+        await conn.send(
+            request_bytes(
+                "POST", "/api/signal?room=r", headers=headers, body=body, content_length=False
+            )
+        )
+        response = await conn.response(wait=2)
+    assert response.status == status
+    assert (response.header("connection") or "").lower() == "close"
+
+
+async def test_http10_stream_does_not_claim_keep_alive(shared_server: ServerProcess) -> None:
+    async with await RawConnection.open(shared_server) as conn:
+        await conn.send(f"GET /api/connect?room={new_room()} HTTP/1.0\r\n\r\n".encode())
+        with trio.fail_after(5):
+            while b"event: roster" not in conn.buffer:
+                assert await conn._fill()
+    head = conn.buffer.split(b"\r\n\r\n", 1)[0].decode().lower()
+    assert head.startswith("http/1.1 200") or head.startswith("http/1.0 200")
+    assert "text/event-stream" in head
+    assert "keep-alive" not in head
+
+
+async def test_many_requests_on_one_keep_alive_connection(
+    client: httpx.AsyncClient, base: str, room: str
+) -> None:
+    async with (
+        httpx.AsyncClient(limits=httpx.Limits(max_connections=1), timeout=STREAM_TIMEOUT) as one,
+        join(client, base, room) as a,
+        join(client, base, room) as b,
+    ):
+        for n in range(30):
+            await send_ok(one, base, a, b, {"n": n})
+            assert_error(await one.post(f"{base}/api/signal", json={}), 400)
+        assert [e.data["signal"]["n"] for e in await sync(client, b)] == list(range(30))

@@ -1,0 +1,179 @@
+"""Presence: a dropped stream is noticed, its session stays in the roster for the grace
+period with its signals queued (delivered on return, in order, after session and roster;
+503 when the queue is full), and it expires when the grace period ends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import trio
+
+from .conftest import (
+    Peer,
+    ServerProcess,
+    assert_error,
+    connect_refused,
+    join,
+    leave,
+    send,
+    send_ok,
+    start_shared,
+    sync,
+)
+
+GRACE = 3.0
+QUEUE_LIMIT = 4
+NOTICE = 1.0  # a dropped stream is noticed within a second
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = start_shared(
+        tmp_path_factory.mktemp("presence"), grace=str(GRACE), queue_limit=str(QUEUE_LIMIT)
+    )
+    yield server
+    server.kill()
+
+
+async def _dropped(client: httpx.AsyncClient, base: str, room: str, a: Peer) -> Peer:
+    """Join ``room`` as a second peer, then drop the stream (as a lost network would)."""
+    async with join(client, base, room) as b:
+        roster = await a.stream.next()
+        assert roster.data["peers"][-1] == b.session_id
+    return b
+
+
+async def test_dropped_session_stays_and_its_signals_queue(
+    client: httpx.AsyncClient, base: str, room: str
+) -> None:
+    async with join(client, base, room) as a:
+        b = await _dropped(client, base, room, a)
+        await trio.sleep(NOTICE)
+        # Noticed by now: these must queue, not go to the dead connection.
+        for n in range(QUEUE_LIMIT):
+            await send_ok(client, base, a, b, {"n": n})
+        assert await sync(client, a) == []  # still in the roster: nothing for peers
+        async with join(client, base, room, session_id=b.session_id, token=b.token) as b2:
+            assert b2.resumed and b2.session_id == b.session_id
+            assert b2.roster == [a.session_id, b.session_id]
+            delivered = [await b2.stream.next() for _ in range(QUEUE_LIMIT)]
+            assert [e.event for e in delivered] == ["signal"] * QUEUE_LIMIT
+            assert [e.data for e in delivered] == [
+                {"from": a.session_id, "signal": {"n": n}} for n in range(QUEUE_LIMIT)
+            ]
+            assert delivered[0].id > b2.first[1].id > b2.first[0].id > b.stream.last_id
+            assert await sync(client, b2) == []  # delivered once
+            assert await sync(client, a) == []
+        # Delivered means gone from the queue: the next return brings nothing again.
+        await trio.sleep(NOTICE)
+        async with join(client, base, room, session_id=b.session_id, token=b.token) as b3:
+            assert await sync(client, b3) == []
+
+
+async def test_newcomer_sees_a_dropped_session_in_the_roster(
+    client: httpx.AsyncClient, base: str, room: str
+) -> None:
+    async with join(client, base, room) as a:
+        b = await _dropped(client, base, room, a)
+        await trio.sleep(NOTICE)
+        async with join(client, base, room) as c:
+            assert c.roster == [a.session_id, b.session_id, c.session_id]
+            await send_ok(client, base, c, b, {"from": "newcomer"})
+
+
+async def test_full_queue_is_503_and_nothing_is_dropped(
+    client: httpx.AsyncClient, base: str, room: str
+) -> None:
+    async with join(client, base, room) as a, join(client, base, room) as c:
+        await a.stream.next()
+        b = await _dropped(client, base, room, a)
+        await c.stream.next()
+        await trio.sleep(NOTICE)
+        for n in range(QUEUE_LIMIT):
+            await send_ok(client, base, a, b, {"n": n})
+        refused = await send(client, base, a, b, {"n": QUEUE_LIMIT}, id="last")
+        assert_error(refused, 503)
+        retry_after = refused.headers["retry-after"]
+        assert retry_after.isdigit() and int(retry_after) >= 1
+        # Other peers are not affected.
+        await send_ok(client, base, a, c, {"still": "fine"})
+        assert (await c.stream.next()).data["signal"] == {"still": "fine"}
+        async with join(client, base, room, session_id=b.session_id, token=b.token) as b2:
+            got = [await b2.stream.next() for _ in range(QUEUE_LIMIT)]
+            assert [e.data["signal"] for e in got] == [{"n": n} for n in range(QUEUE_LIMIT)]
+            assert await sync(client, b2) == []  # the refused one was not queued
+            # The refused id was not remembered: its retry is delivered.
+            await send_ok(client, base, a, b2, {"n": QUEUE_LIMIT}, id="last")
+            assert (await b2.stream.next()).data["signal"] == {"n": QUEUE_LIMIT}
+
+
+async def test_grace_period_then_expiry(client: httpx.AsyncClient, base: str, room: str) -> None:
+    async with join(client, base, room) as a:
+        b = await _dropped(client, base, room, a)
+        dropped_at = trio.current_time()
+        await send_ok(client, base, a, b, {"queued": "then dropped"})
+        roster = await a.stream.next(wait=GRACE + 5)
+        waited = trio.current_time() - dropped_at
+        assert roster.data == {"peers": [a.session_id]}
+        assert waited >= GRACE - 0.25, waited  # not before the grace period ended
+        # The expired session's token stops working...
+        assert_error(await send(client, base, b, a, {"x": 1}), 403)
+        assert_error(await leave(client, base, b), 403)
+        # ...it is no longer a recipient...
+        assert_error(await send(client, base, a, b, {"x": 1}), 404)
+        # ...and its credentials or last event id now make a new session, queue dropped.
+        for params, headers in (
+            ({"session_id": b.session_id, "token": b.token}, {}),
+            ({}, {"Last-Event-ID": str(b.stream.last_id)}),
+        ):
+            async with join(client, base, room, headers=headers, **params) as b2:
+                assert b2.resumed is False
+                assert b2.session_id != b.session_id
+                assert await sync(client, b2) == []
+                assert (await leave(client, base, b2)).status_code == 200
+            assert (await a.stream.next()).data == {"peers": [a.session_id, b2.session_id]}
+            assert (await a.stream.next()).data == {"peers": [a.session_id]}
+
+
+async def test_each_drop_starts_a_new_grace_period(
+    client: httpx.AsyncClient, base: str, room: str
+) -> None:
+    async with join(client, base, room) as a:
+        b = await _dropped(client, base, room, a)
+        start = trio.current_time()
+        for _ in range(2):
+            await trio.sleep(GRACE * 0.55)
+            async with join(client, base, room, session_id=b.session_id, token=b.token) as b2:
+                assert b2.resumed
+        assert trio.current_time() - start > GRACE  # longer than one grace period in all
+        await trio.sleep(GRACE * 0.55)
+        async with join(client, base, room, session_id=b.session_id, token=b.token) as b3:
+            assert b3.resumed and b3.roster == [a.session_id, b.session_id]
+        assert await sync(client, a) == []
+
+
+async def test_leave_during_grace(client: httpx.AsyncClient, base: str, room: str) -> None:
+    async with join(client, base, room) as a:
+        b = await _dropped(client, base, room, a)
+        await trio.sleep(NOTICE)
+        response = await leave(client, base, b)
+        assert response.status_code == 200 and response.json() == {"success": True}
+        with trio.fail_after(1):  # at once, not at the end of the grace period
+            roster = await a.stream.next()
+        assert roster.data == {"peers": [a.session_id]}
+        assert_error(await send(client, base, b, a, {"x": 1}), 403)
+        async with join(client, base, room, session_id=b.session_id, token=b.token) as b2:
+            assert not b2.resumed
+
+
+async def test_wrong_token_during_grace_is_403(
+    client: httpx.AsyncClient, base: str, room: str
+) -> None:
+    async with join(client, base, room) as a:
+        b = await _dropped(client, base, room, a)
+        query = {"room": room, "session_id": b.session_id, "token": a.token}
+        assert_error(await connect_refused(client, base, query), 403)
+        async with join(client, base, room, session_id=b.session_id, token=b.token) as b2:
+            assert b2.resumed

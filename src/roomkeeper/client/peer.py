@@ -1,0 +1,402 @@
+"""`join` and `Peer`: one session in one room, kept alive across dropped streams."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, TypeVar
+
+import httpx
+import trio
+
+from ..jsonutil import dumps, loads
+from .events import (
+    Bye,
+    ClientError,
+    ConnectionLost,
+    Event,
+    Reconnected,
+    RequestRejected,
+    Roster,
+    SignalReceived,
+)
+from .sse import SseDecoder, SseEvent
+
+__all__ = ["Peer", "join"]
+
+log = logging.getLogger("roomkeeper.client")
+
+T = TypeVar("T")
+
+RETRYABLE = frozenset({429, 502, 503, 504})
+MAX_RETRY_AFTER = 30.0
+"""A ``Retry-After`` longer than this is not waited for: the error is raised instead."""
+STABLE = 5.0
+"""A stream that lasted this long (seconds) counts as healthy: the next reconnection
+is immediate. One that ended sooner waits first, so a flapping server is not hammered."""
+LEAVE_TIMEOUT = 5.0
+ENDING = frozenset({"left", "replaced"})
+
+
+class Peer:
+    """One session in one room; made by `join`.
+
+    ``session_id``, ``token`` and ``last_event_id`` are what it needs to resume;
+    ``roster`` is the room's sessions in join order (yours included), kept current by a
+    background task whether or not you iterate. ``async for event in peer`` yields
+    `Roster`, `SignalReceived`, `Bye` and `Reconnected` events (heartbeats are handled
+    inside) until the session ends, then raises the error that ended it, if any.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        url: str,
+        room: str,
+        *,
+        session_id: str | None = None,
+        token: str | None = None,
+        last_event_id: int | None = None,
+        retries: int = 5,
+        idle_timeout: float = 30.0,
+        reconnect_timeout: float = 30.0,
+        max_delay: float = 5.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.room = room
+        self.session_id = session_id or ""
+        self.token = token or ""
+        self.last_event_id = last_event_id
+        self.roster: tuple[str, ...] = ()
+        self.resumed = False
+        self._http = http
+        self._retries = retries
+        self._idle_timeout = idle_timeout
+        self._reconnect_timeout = reconnect_timeout
+        self._max_delay = max_delay
+        self._retry_delay = 1.0
+        self._streams = 0
+        self._left = False
+        self._ended = False  # bye left/replaced: the session is gone, or lives elsewhere
+        self._error: Exception | None = None
+        self._send_events, self._events = trio.open_memory_channel[Event](math.inf)
+
+    # -- the public API ------------------------------------------------------------------
+    def __aiter__(self) -> Peer:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    async def receive(self) -> Event:
+        """The next event. After the last one: the error that ended the session, if
+        any, else `trio.EndOfChannel`."""
+        try:
+            return await self._events.receive()
+        except trio.EndOfChannel:
+            if self._error is None:
+                raise
+        raise self._error
+
+    async def send(self, to: str, signal: Mapping[str, Any], *, id: str | None = None) -> None:
+        """Post ``signal`` to session ``to``. Every attempt carries the same ``id`` (a
+        fresh UUID by default), so retries never deliver it twice. Retries after network
+        errors and 429/502/503/504 (honouring ``Retry-After``), ``retries`` times;
+        raises `RequestRejected` for other answers, `ConnectionLost` when out of tries."""
+        if self._left:
+            raise ClientError("this session has left the room")
+        body = {
+            "sender": self.session_id,
+            "to": to,
+            "token": self.token,
+            "signal": dict(signal),
+            "id": id if id is not None else str(uuid.uuid4()),
+        }
+        await self._retrying(lambda: self._post("signal", body), "POST /api/signal")
+
+    async def leave(self) -> None:
+        """End the session now: peers see it leave the roster; iteration ends after
+        `Bye` ``left``. Doing it twice is harmless."""
+        if self._left:
+            return
+        self._left = True
+        body = {"sender": self.session_id, "token": self.token}
+        tried = False
+
+        async def attempt() -> None:
+            nonlocal tried
+            try:
+                await self._post("leave", body)
+            except RequestRejected as exc:
+                if not (tried and exc.status == 403):  # an earlier try got through
+                    raise
+            finally:
+                tried = True
+
+        await self._retrying(attempt, "POST /api/leave")
+
+    # -- HTTP ----------------------------------------------------------------------------
+    async def _post(self, path: str, body: dict[str, Any]) -> None:
+        response = await self._http.post(
+            f"{self.url}/api/{path}",
+            params={"room": self.room},
+            content=dumps(body),
+            headers={"Content-Type": "application/json"},
+        )
+        if response.status_code != 200:
+            raise _rejected(response)
+
+    async def _open(self) -> httpx.Response:
+        """One attempt to open the event stream, resuming the session if there is one."""
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if self.session_id:
+            headers["X-Session-Id"] = self.session_id
+            if self.token:
+                headers["Authorization"] = f"Bearer {self.token}"
+        if self.last_event_id is not None:
+            headers["Last-Event-ID"] = str(self.last_event_id)
+        request = self._http.build_request(
+            "GET",
+            f"{self.url}/api/connect",
+            params={"room": self.room},
+            headers=headers,
+            timeout=httpx.Timeout(10.0, read=self._idle_timeout),
+        )
+        response = await self._http.send(request, stream=True)
+        if response.status_code == 200:
+            return response
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        raise _rejected(response)
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]], what: str) -> T:
+        """``attempt()``, again after network errors and retryable statuses."""
+        for n in range(self._retries + 1):
+            last = n == self._retries
+            try:
+                return await attempt()
+            except httpx.TransportError as exc:
+                if last:
+                    raise ConnectionLost(f"{what}: {exc!r}") from exc
+                wait = _backoff(0.1, n, self._max_delay)
+            except RequestRejected as exc:
+                if last or exc.status not in RETRYABLE:
+                    raise
+                if exc.retry_after is not None and exc.retry_after > MAX_RETRY_AFTER:
+                    raise
+                wait = exc.retry_after or _backoff(0.1, n, self._max_delay)
+            log.debug("%s: retrying in %.2f s", what, wait)
+            await trio.sleep(wait)
+        raise AssertionError("unreachable")
+
+    # -- the stream, in the background ---------------------------------------------------
+    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Follow the session's stream, reconnecting after drops, until it ends. Errors
+        before the first roster are raised (to `join`'s caller); later ones end iteration."""
+        started = False
+
+        def ready() -> None:
+            nonlocal started
+            if not started:
+                started = True
+                task_status.started()
+
+        try:
+            response: httpx.Response | None = await self._retrying(self._open, "connect")
+            while response is not None:
+                opened = trio.current_time()
+                try:
+                    reason = await self._read(response, ready)
+                except httpx.TransportError as exc:
+                    log.info("room %r: stream dropped (%r); reconnecting", self.room, exc)
+                    reason = None
+                if reason in ENDING or self._left:
+                    self._ended = reason in ENDING
+                    return
+                stable = trio.current_time() - opened >= STABLE
+                response = await self._reopen(first_attempt=0 if stable else 1)
+        except Exception as exc:
+            if not started:
+                raise
+            log.warning("room %r: the session ended with an error: %r", self.room, exc)
+            self._error = exc
+        finally:
+            self._send_events.close()
+
+    async def _reopen(self, first_attempt: int) -> httpx.Response | None:
+        """Reconnect, backing off, for up to ``reconnect_timeout``; None if we left."""
+        deadline = trio.current_time() + self._reconnect_timeout
+        attempt, wait = first_attempt, 0.0
+        while True:
+            delay = _backoff(self._retry_delay, attempt - 1, self._max_delay) if attempt else 0.0
+            await trio.sleep(max(delay, wait))
+            if self._left:
+                return None
+            attempt += 1
+            try:
+                return await self._open()
+            except httpx.TransportError as exc:
+                error: ClientError = ConnectionLost(f"reconnecting: {exc!r}")
+                error.__cause__ = exc
+                wait = 0.0
+            except RequestRejected as exc:
+                if exc.status not in RETRYABLE:
+                    raise
+                error, wait = exc, min(exc.retry_after or 0.0, MAX_RETRY_AFTER)
+            if trio.current_time() >= deadline:
+                raise error
+
+    async def _read(self, response: httpx.Response, ready: Callable[[], None]) -> str | None:
+        """Handle one stream's events until it ends; the ``bye`` reason, if one came."""
+        decoder = SseDecoder()
+        try:
+            async for chunk in response.aiter_bytes():
+                for sse in decoder.feed(chunk):
+                    reason = self._handle(sse)
+                    if sse.event == "roster":
+                        ready()
+                    if reason is not None:
+                        return reason
+        finally:
+            if decoder.retry is not None:
+                self._retry_delay = decoder.retry / 1000
+            with trio.move_on_after(1, shield=True):
+                await response.aclose()
+        return None
+
+    def _handle(self, sse: SseEvent) -> str | None:
+        """Update the session from one event and queue what the user sees."""
+        try:
+            data = loads(sse.data.encode())
+            if sse.event == "session":
+                self._on_session(sse.id, data)
+                return None
+            if sse.id is not None:
+                if self.last_event_id is not None and sse.id <= self.last_event_id:
+                    return None  # seen already
+                self.last_event_id = sse.id
+            if sse.event == "roster":
+                peers = tuple(str(peer) for peer in data["peers"])
+                if peers != self.roster:
+                    self.roster = peers
+                    self._send_events.send_nowait(Roster(peers))
+            elif sse.event == "signal":
+                self._send_events.send_nowait(SignalReceived(data["from"], data["signal"], sse.id))
+            elif sse.event == "bye":
+                reason = str(data["reason"])
+                self._send_events.send_nowait(Bye(reason))
+                return reason
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("room %r: ignoring a malformed %r event: %r", self.room, sse.event, exc)
+        return None
+
+    def _on_session(self, event_id: int | None, data: dict[str, Any]) -> None:
+        self.session_id, self.token = str(data["session_id"]), str(data["token"])
+        self.resumed = bool(data["resumed"])
+        if event_id is not None:
+            if self.resumed and self.last_event_id is not None:
+                self.last_event_id = max(self.last_event_id, event_id)
+            else:  # a new session: a new id space
+                self.last_event_id = event_id
+        if self._streams:
+            self._send_events.send_nowait(Reconnected(self.session_id, self.resumed))
+        self._streams += 1
+
+    async def _close(self, leave: bool) -> None:
+        if leave and not (self._left or self._ended or self._error) and self.session_id:
+            with trio.move_on_after(LEAVE_TIMEOUT, shield=True):
+                try:
+                    await self.leave()
+                except ClientError as exc:
+                    log.info("room %r: could not leave: %r", self.room, exc)
+
+
+def _backoff(base: float, attempt: int, cap: float) -> float:
+    """``base * 2**attempt`` seconds, at most ``cap``, with jitter (half to all of it)."""
+    return min(base * 2.0 ** max(attempt, 0), cap) * random.uniform(0.5, 1.0)
+
+
+def _rejected(response: httpx.Response) -> RequestRejected:
+    try:
+        reason = str(response.json()["error"])
+    except Exception:
+        reason = response.reason_phrase or "error"
+    header = response.headers.get("Retry-After", "")
+    retry_after = float(header) if header.isascii() and header.isdigit() else None
+    return RequestRejected(response.status_code, reason, retry_after)
+
+
+@asynccontextmanager
+async def join(
+    url: str,
+    room: str,
+    *,
+    session_id: str | None = None,
+    token: str | None = None,
+    last_event_id: int | None = None,
+    http: httpx.AsyncClient | None = None,
+    leave_on_exit: bool = True,
+    retries: int = 5,
+    idle_timeout: float = 30.0,
+    reconnect_timeout: float = 30.0,
+) -> AsyncIterator[Peer]:
+    """``async with join(server_url, "room") as peer:`` joins ``room`` as a new session,
+    or resumes one (``session_id``, ``token``, and ``last_event_id`` to lose nothing).
+
+    Returns once the ``session`` and first ``roster`` events are in. Raises
+    `RequestRejected` (e.g. 400 for a bad room, 403 for a wrong token) or
+    `ConnectionLost`. A stream quiet for ``idle_timeout`` seconds, dropped or ended
+    (other than ``bye left/replaced``) is reopened; the client gives up after
+    ``reconnect_timeout`` seconds of failures. On exit the peer leaves the room (unless
+    ``leave_on_exit`` is False, e.g. to resume the session elsewhere). ``http``: your
+    own ``httpx.AsyncClient`` (default: one made for this peer). Must run under trio.
+    """
+    async with AsyncExitStack() as stack:
+        if http is None:
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=10.0))
+        peer = Peer(
+            http,
+            url,
+            room,
+            session_id=session_id,
+            token=token,
+            last_event_id=last_event_id,
+            retries=retries,
+            idle_timeout=idle_timeout,
+            reconnect_timeout=reconnect_timeout,
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(peer._run)
+                try:
+                    yield peer
+                finally:
+                    await peer._close(leave_on_exit)
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            _reraise_single(group)
+
+
+def _reraise_single(group: BaseExceptionGroup[BaseException]) -> None:
+    """Raise the only exception of ``group`` as itself (keeping its context), or the group.
+    The background task never raises, so a group from `join` wraps the caller's error."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+        inner = inner.exceptions[0]
+    if inner is group:
+        raise group
+    context = inner.__context__
+    try:
+        raise inner
+    finally:
+        inner.__context__ = context
+        del inner, context

@@ -20,9 +20,12 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
+
 from . import storage
 from .records import (
     ID_SPAN,
+    ROOM_FULL,
     Accepted,
     Connected,
     Effect,
@@ -38,6 +41,7 @@ from .session import Session
 
 __all__ = [
     "ID_SPAN",
+    "ROOM_FULL",
     "Accepted",
     "Connected",
     "Effect",
@@ -93,20 +97,33 @@ class RoomState:
         token: str | None,
         last_event_id: int | None,
         fresh: FreshSession,
+        refuse_new: Rejected | None = None,
     ) -> Connected | Rejected:
-        """A client opens a stream: resume its session or make a new one."""
+        """A client opens a stream: resume its session or make a new one.
+
+        A new session is refused with ``refuse_new`` if the caller gives one (its policy:
+        a missing admission ticket, a spent per-address budget), else with ``ROOM_FULL``
+        (409) if the room holds ``max_peers`` sessions already. Resuming is never refused
+        for either reason."""
         changed = self._expire_due(now)
         session: Session | None = None
         if session_id is not None:
             session = self._sessions.get(session_id)
             if session is not None and not _token_ok(token, session.token):
                 return Rejected(403, "wrong or missing token", effects=self._roster(changed))
-        elif last_event_id is not None:
+        # An unknown session_id counts as none given, so a browser whose URL still names an
+        # expired session gets back the session its Last-Event-ID belongs to.
+        if session is None and last_event_id is not None:
             found = self._by_key.get(last_event_id // ID_SPAN)
             session = None if found is None else self._sessions[found]
         effects: list[Effect] = []
         resumed = session is not None
         if session is None:
+            if refuse_new is not None:
+                return attrs.evolve(refuse_new, effects=self._roster(changed))
+            if len(self._sessions) >= self.config.max_peers:
+                reason = f"room is full ({self.config.max_peers} sessions)"
+                return Rejected(ROOM_FULL, reason, effects=self._roster(changed))
             session = self._create(fresh)
             changed = True
         elif session.connected:

@@ -197,6 +197,24 @@ def test_resume_by_last_event_id_alone() -> None:
     }
 
 
+def test_unknown_session_id_with_a_known_last_event_id_resumes_that_session() -> None:
+    # A browser's EventSource URL may still name an expired session (as if none was
+    # given); its Last-Event-ID names the session it really has.
+    state = RoomState("r")
+    conn = join(state, 1)
+    state.disconnected(T0, "sid-1", conn.id_floor + 3)
+    again = state.connect(
+        T0 + 1,
+        session_id="sid-gone",
+        token="tok-gone",
+        last_event_id=conn.id_floor + 3,
+        fresh=fresh(2),
+    )
+    assert isinstance(again, Connected)
+    assert (again.session_id, again.resumed) == ("sid-1", True)
+    assert state.roster() == ["sid-1"]
+
+
 def test_resume_by_last_event_id_replaces_a_live_stream() -> None:
     state = RoomState("r")
     conn = join(state, 1)

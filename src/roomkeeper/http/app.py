@@ -7,6 +7,7 @@ name hash; errors are JSON with the protocol's statuses; CORS headers go on ever
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncGenerator, Mapping
 from importlib import resources
 from typing import Any
 
@@ -22,6 +23,14 @@ from ..observe import install as install_observability
 from ..runtime import ActorSystem, HandlerError, Overloaded, StorageError
 from .cors import CorsPolicy
 from .errors import ApiError, error_response
+from .limits import (
+    STREAMS_RETRY_AFTER,
+    TICKET_PARAM,
+    AddressLimits,
+    Admission,
+    ClientAddresses,
+    StreamSlot,
+)
 from .parsing import (
     body_length,
     connect_credentials,
@@ -46,6 +55,13 @@ SUCCESS = b'{"success":true}'
 class AppSettings:
     cors_origins: tuple[str, ...] = ("*",)
     max_body: int = 102_400
+    # Hardening (docs/reliability.md); the defaults are `Config`'s.
+    body_timeout: float = 10.0
+    new_sessions_per_minute: float = 60.0
+    new_sessions_burst: float = 30.0
+    streams_per_address: int = 200
+    trust_proxy: int = 0
+    admission_secret: str | None = attrs.field(default=None, repr=False)
 
 
 def _json(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -57,11 +73,34 @@ def _error(exc: ApiError) -> Response:
     return Response(body, status=status, headers=headers)
 
 
+async def _counted(
+    chunks: AsyncGenerator[bytes, None], slot: StreamSlot
+) -> AsyncGenerator[bytes, None]:
+    """A stream's bytes, holding its address's stream slot until the response ends."""
+    slot.start()
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        slot.release()
+        await chunks.aclose()
+
+
 def create_app(system: ActorSystem, settings: AppSettings | None = None) -> QuartTrio:
     """The Quart-Trio application serving the signaling API on top of ``system``."""
     settings = settings or AppSettings()
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
+    app.config["BODY_TIMEOUT"] = settings.body_timeout
+    addresses = ClientAddresses(settings.trust_proxy)
+    limits = AddressLimits(
+        per_minute=settings.new_sessions_per_minute,
+        burst=settings.new_sessions_burst,
+        streams=settings.streams_per_address,
+    )
+    admission = (
+        Admission(settings.admission_secret) if settings.admission_secret is not None else None
+    )
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     cors = CorsPolicy(settings.cors_origins)
     openapi = resources.files("roomkeeper.http").joinpath("openapi.json").read_bytes()
@@ -82,6 +121,19 @@ def create_app(system: ActorSystem, settings: AppSettings | None = None) -> Quar
             extra = {} if reply.retry_after is None else {"Retry-After": str(reply.retry_after)}
             raise ApiError(reply.status, reply.reason, extra)
         return reply
+
+    def admit(room: str, query: Mapping[str, str], address: str) -> tuple[Refused | None, bool]:
+        """What a connect that would make a new session gets instead, if anything, and
+        whether it spent one of its address's new sessions (to give back if it resumes)."""
+        if admission is not None:
+            reason = admission.refusal(room, query.get(TICKET_PARAM))
+            if reason is not None:
+                return Refused(403, f"Forbidden: {reason}"), False
+        wait = limits.take_session(address)
+        if wait is not None:
+            reason = "Too Many Requests: too many new sessions from this address"
+            return Refused(429, reason, wait), False
+        return None, True
 
     async def post_body() -> tuple[str, dict[str, Any]]:
         """The room and JSON body of a POST, checked in the protocol's order.
@@ -110,12 +162,34 @@ def create_app(system: ActorSystem, settings: AppSettings | None = None) -> Quar
             # a stream behind it would hold a ghost session in the roster (and the
             # connection) for as long as the client keeps the connection open.
             return Response(b"", headers=sse_headers(request.http_version))
-        joined = await ask(room, Connect(session_id, token, lei))
-        stream = system.streams.get(joined.stream_id)
-        if stream is None:
-            raise ApiError(503, "Service Unavailable: stream closed", {"Retry-After": "1"})
+        address = addresses(request.remote_addr, request.headers.getlist("X-Forwarded-For"))
+        slot = limits.open_stream(address)
+        if slot is None:
+            reason = f"{settings.streams_per_address} streams are open from this address"
+            raise ApiError(
+                429, f"Too Many Requests: {reason}", {"Retry-After": str(STREAMS_RETRY_AFTER)}
+            )
+        try:
+            refuse_new, spent = admit(room, query, address)
+            try:
+                joined = await ask(room, Connect(session_id, token, lei, refuse_new))
+            except ApiError:
+                if spent:  # refused or failed: no session was made
+                    limits.refund_session(address)
+                raise
+            if spent and joined.resumed:
+                limits.refund_session(address)
+            stream_id = joined.stream_id
+            stream = system.streams.get(stream_id)
+            if stream is None:
+                raise ApiError(503, "Service Unavailable: stream closed", {"Retry-After": "1"})
+            slot.bind(lambda: system.streams.get(stream_id) is not None)
+        except BaseException:
+            slot.release()
+            raise
         response = Response(
-            system.streams.consume(stream), headers=sse_headers(request.http_version)
+            _counted(system.streams.consume(stream), slot),
+            headers=sse_headers(request.http_version),
         )
         response.timeout = None
         return response
@@ -163,7 +237,9 @@ def create_app(system: ActorSystem, settings: AppSettings | None = None) -> Quar
         status = exc.code or 500
         headers: dict[str, str] = {}
         if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
-            headers["Allow"] = ", ".join(sorted(set(exc.valid_methods) | {"OPTIONS"}))
+            headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        if status == 408:  # the body did not arrive in time (--body-timeout): never read
+            headers["Connection"] = "close"
         reason = (
             f"{exc.name}: {exc.description}"
             if status != 413

@@ -48,10 +48,9 @@ NOT_PROVOKED = {
     ("/api/signal", "post"): {"500"},
     ("/api/leave", "post"): {"500", "503"},
 }
-# Routes that are no part of the client API: the framework's own (serving nothing), the
-# operators' (docs/operations.md) and the demo page's. Every other route must be documented.
+# Routes that are no part of the client API: the operators' (docs/operations.md) and the
+# demo page's. Every other route must be documented.
 UNDOCUMENTED_ROUTES = {
-    "/static/<path:filename>",
     "/metrics",
     "/admin/rooms",
     "/admin/rooms/<path:name>",

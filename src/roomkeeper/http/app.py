@@ -89,7 +89,7 @@ async def _counted(
 def create_app(system: ActorSystem, settings: AppSettings | None = None) -> QuartTrio:
     """The Quart-Trio application serving the signaling API on top of ``system``."""
     settings = settings or AppSettings()
-    app = QuartTrio(__name__)
+    app = QuartTrio(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
     app.config["BODY_TIMEOUT"] = settings.body_timeout
     addresses = ClientAddresses(settings.trust_proxy)
@@ -143,6 +143,9 @@ def create_app(system: ActorSystem, settings: AppSettings | None = None) -> Quar
         from its headers alone (411, 413) is answered with ``Connection: close``."""
         try:
             body_length(request.headers, settings.max_body)
+            if "Transfer-Encoding" in request.headers:
+                # Both framings at once: the shape of request smuggling (RFC 9112 6.3).
+                raise ApiError(400, "Content-Length and Transfer-Encoding together")
         except ApiError as exc:
             exc.headers["Connection"] = "close"
             raise

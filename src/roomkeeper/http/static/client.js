@@ -56,6 +56,8 @@ export class Room extends EventTarget {
   #base;
   #opts;
   #es = null; // the current EventSource
+  #esSession = null; // the session id in its URL, if it was opened with credentials
+  #quietResume = false; // the next session event only confirms a reopened stream
   #state = "connecting"; // connecting | open | reconnecting | closed
   #lastId = null; // BigInt: the last event id seen on the current session's streams
   #lastIdText = "";
@@ -190,6 +192,7 @@ export class Room extends EventTarget {
   #open(withCredentials) {
     const es = new EventSource(this.#connectUrl(withCredentials));
     this.#es = es;
+    this.#esSession = withCredentials ? this.sessionId : null;
     this.#lastActivity = Date.now();
     for (const name of STREAM_EVENTS) {
       es.addEventListener(name, (event) => this.#onEvent(es, name, event));
@@ -235,12 +238,23 @@ export class Room extends EventTarget {
     this.#state = "open";
     this.#attempt = 0;
     this.#opened = true;
-    if (wasReconnect || previous !== null) {
+    const quiet = this.#quietResume && sameSession;
+    this.#quietResume = false;
+    if ((wasReconnect || previous !== null) && !quiet) {
       this.#emit("resumed", {
         resumed: Boolean(data.resumed) && sameSession,
         sessionId: this.sessionId,
         previousSessionId: previous,
       });
+    }
+    if (this.#esSession !== null && this.#esSession !== this.sessionId) {
+      // The stream was opened with the credentials of a session that had expired: the
+      // server made a new one. Every automatic reconnection of this EventSource would make
+      // yet another, so reopen it with the new session's credentials (no event is lost:
+      // the new stream starts with session and roster, and replays from the last id).
+      this.#es.close();
+      this.#quietResume = true;
+      this.#open(true);
     }
   }
 

@@ -110,6 +110,7 @@ class Link {
     this.inbox = Promise.resolve(); // signals are handled one after the other
     this.sent = 0;
     this.received = 0;
+    this.exchanges = 0; // offer/answer exchanges completed (the first, then renegotiations)
     this.channel = null;
     this.#makeCard();
     this.pc = new RTCPeerConnection({ iceServers: ICE_SERVERS });
@@ -145,12 +146,15 @@ class Link {
       list.append(li);
       this.steps[key] = li;
     }
+    this.list = list;
     this.video = document.createElement("video");
-    Object.assign(this.video, { autoplay: true, playsInline: true, muted: true, hidden: true });
-    const videos = document.createElement("div");
-    videos.className = "videos";
-    videos.append(this.video);
-    card.append(title, list, videos);
+    Object.assign(this.video, { autoplay: true, playsInline: true, muted: true });
+    this.videoBox = document.createElement("figure");
+    this.videoBox.hidden = true;
+    const caption = document.createElement("figcaption");
+    caption.textContent = "Their camera";
+    this.videoBox.append(this.video, caption);
+    card.append(title, list, this.videoBox);
     $("peers").append(card);
     this.card = card;
     setStep(this.steps.offer, "idle", this.initiator ? "Offer: to send" : "Offer: waiting for theirs");
@@ -161,16 +165,20 @@ class Link {
   #wire() {
     const pc = this.pc;
     pc.onnegotiationneeded = async () => {
+      const first = this.exchanges === 0;
       try {
         this.makingOffer = true;
         await pc.setLocalDescription();
-        setStep(this.steps.offer, "active", "Offer: sending…");
+        this.#mark(first, "offer", "active", "Offer: sending…");
         await this.#send({ description: pc.localDescription.toJSON() });
-        setStep(this.steps.offer, "done", "Offer sent");
-        setStep(this.steps.answer, "active", "Answer: waiting for theirs");
+        this.#mark(first, "offer", "done", "Offer sent");
+        // (Their answer may be here already, when our POST needed a retry.)
+        if (pc.signalingState === "have-local-offer") {
+          this.#mark(first, "answer", "active", "Answer: waiting for theirs");
+        }
         log(`offer sent to ${short(this.peerId)}`);
       } catch (error) {
-        setStep(this.steps.offer, "failed", `Offer failed: ${error.message}`);
+        this.#mark(first, "offer", "failed", `Offer failed: ${error.message}`);
         log(`offer to ${short(this.peerId)} failed: ${error.message}`, "error");
       } finally {
         this.makingOffer = false;
@@ -202,10 +210,34 @@ class Link {
     pc.ondatachannel = ({ channel }) => this.#setChannel(channel);
     pc.ontrack = ({ streams, track }) => {
       this.video.srcObject = streams[0] ?? new MediaStream([track]);
-      this.video.hidden = false;
+      this.videoBox.hidden = false;
       this.card.dataset.video = "receiving";
       log(`receiving ${track.kind} from ${short(this.peerId)}`);
     };
+  }
+
+  // The first exchange shows in the Offer and Answer steps; later ones (a camera) in a
+  // Renegotiation step of their own.
+  #mark(first, kind, state, text) {
+    if (first) {
+      setStep(this.steps[kind], state, text);
+      return;
+    }
+    let step = this.steps.renegotiation;
+    if (!step) {
+      step = this.steps.renegotiation = document.createElement("li");
+      step.dataset.step = "renegotiation";
+      const dot = document.createElement("span");
+      dot.className = "dot";
+      const label = document.createElement("span");
+      label.className = "text";
+      step.append(dot, label, document.createElement("small"));
+      this.list.append(step);
+    }
+    const done = kind === "answer" && state === "done";
+    setStep(step, done ? "done" : "active", `Renegotiation: ${text.toLowerCase()}`,
+      `${this.exchanges - 1} so far`);
+    step.dataset.count = String(this.exchanges - 1);
   }
 
   #showCandidates() {
@@ -263,17 +295,20 @@ class Link {
         log(`ignored a colliding offer from ${short(this.peerId)}`);
         return;
       }
+      const first = this.exchanges === 0;
       await pc.setRemoteDescription(description);
       if (description.type === "offer") {
-        setStep(this.steps.offer, "done", "Offer received");
+        this.#mark(first, "offer", "done", "Offer received");
         log(`offer received from ${short(this.peerId)}`);
         await pc.setLocalDescription();
-        setStep(this.steps.answer, "active", "Answer: sending…");
+        this.#mark(first, "answer", "active", "Answer: sending…");
+        this.exchanges += 1;
         await this.#send({ description: pc.localDescription.toJSON() });
-        setStep(this.steps.answer, "done", "Answer sent");
+        this.#mark(first, "answer", "done", "Answer sent");
         log(`answer sent to ${short(this.peerId)}`);
       } else {
-        setStep(this.steps.answer, "done", "Answer received");
+        this.exchanges += 1;
+        this.#mark(first, "answer", "done", "Answer received");
         log(`answer received from ${short(this.peerId)}`);
       }
     } else if (candidate !== undefined) {
@@ -431,7 +466,7 @@ $("camera").addEventListener("click", async () => {
   }
   const preview = $("local-video");
   preview.srcObject = localStream;
-  preview.hidden = false;
+  $("local-camera").hidden = false;
   $("camera").textContent = "Camera on";
   log("camera on: renegotiating with every peer");
   for (const link of links.values()) link.addStream(localStream);

@@ -213,7 +213,8 @@ class RoomState:
         elif len(target.queue) >= config.queue_limit:
             return Rejected(503, "peer's queue is full", retry_after=1, effects=effects)
         else:
-            self._put(storage.queue_key(to, target.enqueue(data)), data)
+            qseq = target.enqueue(data)
+            self._put(storage.queue_key(to, qseq), storage.queue_record(data, request_id))
         if request_id is not None:
             source.remember(request_id, config.idempotency_window)
         return Accepted(effects)
@@ -251,7 +252,7 @@ class RoomState:
 
     def volatile_writes(self) -> dict[str, Any]:
         """Puts that save what lives only in memory (replay history, request ids, id
-        high-water marks), for hibernation and shutdown. Rate buckets restart full."""
+        high-water marks, rate buckets), for hibernation and shutdown."""
         return {
             storage.volatile_key(sid): storage.volatile_record(s)
             for sid, s in self._sessions.items()

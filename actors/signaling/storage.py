@@ -6,10 +6,13 @@ Keys (``<sid>`` is the session id; every value is plain JSON):
   written when the session is made, connects or disconnects. ``seq`` is its place in
   join order; ``expires_at`` is None while it has a stream.
 - ``q/<sid>/<n:012d>``: one signal queued for the session while it is disconnected,
-  ``{"from": S, "signal": {...}}``; one small put per queued signal, deleted on delivery.
+  ``{"from": S, "signal": {...}, "rid": request id or absent}``; one small put per queued
+  signal, deleted on delivery. ``rid`` restores the sender's idempotency memory after a
+  crash, so a retried POST is not queued twice.
 - ``v/<sid>``: the volatile snapshot ``{"hwm", "history": [[id, event, data], ...],
-  "requests": [...]}``, written only by ``RoomState.volatile_writes`` (hibernation and
-  shutdown): the replay history with event ids, and the recent accepted request ids.
+  "requests": [...], "bucket": [tokens, stamp]}``, written only by
+  ``RoomState.volatile_writes`` (hibernation and shutdown): the replay history with event
+  ids, the recent accepted request ids and the rate-limit bucket.
 
 Event ids and keys exceed 64 bits, so they are stored as decimal strings: every JSON
 codec reads them, and orjson stays on its fast path. Ending a session deletes its keys.
@@ -57,11 +60,16 @@ def session_record(session: Session) -> dict[str, Any]:
     }
 
 
+def queue_record(data: dict[str, Any], request_id: str | None) -> dict[str, Any]:
+    return data if request_id is None else {**data, "rid": request_id}
+
+
 def volatile_record(session: Session) -> dict[str, Any]:
     return {
         "hwm": str(session.hwm),
         "history": [[str(eid), out.event, out.data] for eid, out in session.history],
         "requests": list(session.requests),
+        "bucket": [session.bucket.tokens, session.bucket.stamp],
     }
 
 
@@ -78,7 +86,12 @@ def load(records: Mapping[str, Any], config: RoomConfig) -> tuple[list[Session],
         if key.startswith(QUEUE):
             sid, _, qseq = key[len(QUEUE) :].rpartition("/")
             if sid in sessions:
-                queued.setdefault(sid, []).append((int(qseq), value))
+                data = dict(value)
+                request_id = data.pop("rid", None)
+                sender = sessions.get(data.get("from", ""))
+                if request_id is not None and sender is not None:
+                    sender.remember(str(request_id), config.idempotency_window)
+                queued.setdefault(sid, []).append((int(qseq), data))
             else:
                 orphans.append(key)
         elif key.startswith(VOLATILE):
@@ -112,3 +125,7 @@ def _add_volatile(session: Session, record: Mapping[str, Any], config: RoomConfi
         session.history.append((int(eid), Outgoing(event, data, record=True)))
     for request_id in record["requests"]:
         session.remember(str(request_id), config.idempotency_window)
+    if "bucket" in record:
+        tokens, stamp = record["bucket"]
+        session.bucket.tokens = min(float(tokens), config.rate_burst)
+        session.bucket.stamp = None if stamp is None else float(stamp)

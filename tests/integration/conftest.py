@@ -1,9 +1,10 @@
 """A real ``roomkeeper serve`` process on a free port, and clients that talk to it.
 
 Servers run with short timings (heartbeat 1 s, grace 2 s, hibernation after 1 s of quiet)
-so that time-based behaviour shows within a test's budget. A module shares one server
-through ``shared_server`` (every test uses its own room names); tests that need other
-flags, a restart or a signal start their own through ``server_factory``.
+so that time-based behaviour shows within a test's budget. Modules share one server
+through ``shared_server`` (every test uses its own room names; a module that needs other
+flags overrides the fixture); tests that need a restart or a signal start their own
+through ``server_factory``.
 
 Clients: ``httpx`` for ordinary requests and event streams (``EventStream`` reads SSE
 strictly: every event must carry exactly one ``id``, ``event`` and ``data`` line, and ids
@@ -33,9 +34,15 @@ import pytest
 import trio
 
 FAST = {"--heartbeat": "1", "--grace": "2", "--hibernate-after": "1"}
+# Every test client is 127.0.0.1: the per-address abuse limits would refuse a suite's worth
+# of sessions. Tests of those limits pass their own values (flags given win).
+MANY_CLIENTS = {
+    "--new-sessions-burst": "100000",
+    "--new-sessions-per-minute": "1000000",
+    "--streams-per-address": "100000",
+}
 HEARTBEAT = 1.0
 GRACE = 2.0
-UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
 # --- the server process --------------------------------------------------------------------
@@ -119,7 +126,8 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     started: list[ServerProcess] = []
 
     def make(**flags: str) -> ServerProcess:
-        merged = {**FAST, "--storage": str(tmp_path / "rooms.sqlite3"), **_flags(flags)}
+        storage = str(tmp_path / "rooms.sqlite3")
+        merged = {**FAST, **MANY_CLIENTS, "--storage": storage, **_flags(flags)}
         server = ServerProcess(merged, tmp_path / f"server{len(started)}.log")
         started.append(server)
         server.start()
@@ -136,14 +144,16 @@ def server(server_factory: ServerFactory) -> ServerProcess:
 
 
 def start_shared(tmp: Path, **flags: str) -> ServerProcess:
-    server = ServerProcess({**FAST, "--storage": "memory", **_flags(flags)}, tmp / "server.log")
+    merged = {**FAST, **MANY_CLIENTS, "--storage": "memory", **_flags(flags)}
+    server = ServerProcess(merged, tmp / "server.log")
     server.start()
     return server
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One in-memory server for a whole module: its tests must use rooms of their own."""
+    """One in-memory server for every module that does not define its own (with other
+    flags): each test must use rooms of its own, and leave the server as it found it."""
     server = start_shared(tmp_path_factory.mktemp("shared"))
     yield server
     server.kill()
@@ -151,6 +161,11 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
 
 @pytest.fixture
 def base(shared_server: ServerProcess) -> str:
+    """The shared server's URL; fails at once (with its log) if an earlier test killed it."""
+    assert shared_server.proc is not None
+    status = shared_server.proc.poll()
+    if status is not None:
+        pytest.fail(f"the shared server has died (exit status {status}):\n{shared_server.log()}")
     return shared_server.url
 
 

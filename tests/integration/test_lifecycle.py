@@ -33,6 +33,28 @@ async def _stop(server: ServerProcess, sig: int = signal.SIGTERM) -> int:
     return await trio.to_thread.run_sync(server.stop, sig)
 
 
+async def _exit_status(server: ServerProcess) -> int:
+    assert server.proc is not None
+    return await trio.to_thread.run_sync(server.proc.wait, 15)
+
+
+def own_client() -> httpx.AsyncClient:
+    """A client of its own for a server that is to be stopped: closing it closes its idle
+    keep-alive connections, which would otherwise hold the stopping server for Hypercorn's
+    5 s graceful timeout (every event stream's connection is one after its bye)."""
+    return httpx.AsyncClient(timeout=10)
+
+
+async def _byes(peers: list[Peer]) -> None:
+    """Every stream's last event is ``bye shutdown``, and it ends right after."""
+    with trio.fail_after(5):
+        for peer in peers:
+            rest = _not_heartbeats(await peer.stream.expect_end())
+            assert rest, "the stream ended without bye"
+            assert (rest[-1].event, rest[-1].data) == ("bye", {"reason": "shutdown"})
+            assert all(e.event in ("roster", "signal") for e in rest[:-1]), rest
+
+
 async def _start(server: ServerProcess) -> None:
     await trio.to_thread.run_sync(server.start)
 
@@ -45,22 +67,18 @@ def _not_heartbeats(events: list[Event]) -> list[Event]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-async def test_shutdown_ends_every_stream_with_bye(
-    client: httpx.AsyncClient, server_factory: ServerFactory, sig: int
-) -> None:
+async def test_shutdown_ends_every_stream_with_bye(server_factory: ServerFactory, sig: int) -> None:
     server = server_factory(storage="memory")
-    async with AsyncExitStack() as stack:
+    assert server.proc is not None
+    async with own_client() as client, AsyncExitStack() as stack:
         peers: list[Peer] = []
         for room in (new_room(), new_room(), new_room()):
             for _ in range(2):
                 peers.append(await stack.enter_async_context(join(client, server.url, room)))
         await send_ok(client, server.url, peers[0], peers[1], {"last": "words"})
-        assert await _stop(server, sig) == 0
-        for peer in peers:
-            rest = _not_heartbeats(await peer.stream.expect_end())
-            assert rest, "the stream ended without bye"
-            assert (rest[-1].event, rest[-1].data) == ("bye", {"reason": "shutdown"})
-            assert all(e.event in ("roster", "signal") for e in rest[:-1])
+        server.proc.send_signal(sig)
+        await _byes(peers)  # promptly, while the process is still stopping
+    assert await _exit_status(server) == 0
 
 
 # --- restarts -------------------------------------------------------------------------------------
@@ -70,18 +88,24 @@ async def test_restart_after_sigterm_resumes_sessions(
     client: httpx.AsyncClient, server_factory: ServerFactory
 ) -> None:
     server = server_factory(grace="5")
+    assert server.proc is not None
     room = new_room()
-    async with join(client, server.url, room) as a, join(client, server.url, room) as b:
+    async with (
+        own_client() as old,
+        join(old, server.url, room) as a,
+        join(old, server.url, room) as b,
+    ):
         await a.stream.next()
-        await send_ok(client, server.url, a, b, {"n": 1}, id="before-restart")
+        await send_ok(old, server.url, a, b, {"n": 1}, id="before-restart")
         first = await b.stream.next()
-        assert await _stop(server) == 0
-        for peer in (a, b):
-            rest = _not_heartbeats(await peer.stream.expect_end())
-            assert [(e.event, e.data) for e in rest] == [("bye", {"reason": "shutdown"})]
+        server.proc.send_signal(signal.SIGTERM)
+        await _byes([a, b])
+    assert await _exit_status(server) == 0
     await _start(server)
     base = server.url
-    async with join(client, base, room, session_id=a.session_id, token=a.token) as a2:
+    # a comes back as a browser's EventSource does after a clean end: the same URL, and
+    # Last-Event-ID of the last event it saw (the bye).
+    async with join(client, base, room, headers={"Last-Event-ID": str(a.stream.last_id)}) as a2:
         assert a2.resumed and a2.session_id == a.session_id and a2.token == a.token
         assert a2.roster == [a.session_id, b.session_id]
         assert a2.first[0].id > a.stream.last_id
@@ -181,32 +205,35 @@ async def _live(client: httpx.AsyncClient, server: ServerProcess, room: str) -> 
 
 
 async def _hibernated(client: httpx.AsyncClient, server: ServerProcess, room: str) -> None:
+    """Poll the admin view until the room is out of memory (polling a remote server: no
+    event to wait on)."""
     with trio.fail_after(6):
-        while await _live(client, server, room):
+        while await _live(client, server, room):  # noqa: ASYNC110
             await trio.sleep(0.1)
 
 
 async def _quiet(peers: list[Peer], seconds: float) -> None:
-    """Read ``peers``' streams for ``seconds``: heartbeats must keep coming, nothing else."""
+    """Read ``peers``' streams for ``seconds``: heartbeats must keep coming, nothing else.
+    (Reads are never cancelled: httpx closes a connection whose read was cancelled.)"""
+    deadline = trio.current_time() + seconds
     counts = [0] * len(peers)
 
     async def read(index: int) -> None:
-        while True:
+        while trio.current_time() < deadline:
             event = await peers[index].stream.next(skip_heartbeats=False)
             assert event.event == "heartbeat", event
             counts[index] += 1
 
-    with trio.move_on_after(seconds):
-        async with trio.open_nursery() as nursery:
-            for index in range(len(peers)):
-                nursery.start_soon(read, index)
+    async with trio.open_nursery() as nursery:
+        for index in range(len(peers)):
+            nursery.start_soon(read, index)
     assert all(count >= int(seconds / HEARTBEAT) for count in counts), counts
 
 
 async def test_room_hibernates_under_live_streams(
     client: httpx.AsyncClient, server_factory: ServerFactory
 ) -> None:
-    server = server_factory(admin_token=ADMIN_TOKEN)  # hibernate after 1 s, SQLite
+    server = server_factory(admin_token=ADMIN_TOKEN, hibernate_after="0.5")  # SQLite
     base = server.url
     room = new_room()
     async with join(client, base, room) as a, join(client, base, room) as b:
@@ -230,9 +257,11 @@ async def test_room_hibernates_under_live_streams(
         await _hibernated(client, server, room)
         params = {"session_id": b.session_id, "token": b.token}
         headers = {"Last-Event-ID": str(first.id)}
+        seen_after = [e.data for e in b.stream.events if e.event == "signal" and e.id > first.id]
+        assert seen_after[0]["signal"] == {"n": 2}  # then the marker of sync()
         async with join(client, base, room, headers=headers, **params) as b2:
             assert b2.resumed and b2.roster == [a.session_id, b.session_id]
-            assert [e.data["signal"] for e in await sync(client, b2)] == [{"n": 2}]
+            assert [e.data for e in await sync(client, b2)] == seen_after
             assert (await b.stream.next()).data == {"reason": "replaced"}
 
             # Asleep again, and b's stream drops: the room wakes for it, and the end of the
@@ -241,3 +270,50 @@ async def test_room_hibernates_under_live_streams(
         with trio.fail_after(8):
             roster = await a.stream.next()
         assert roster.data == {"peers": [a.session_id]}
+
+
+# --- state that lives only in memory --------------------------------------------------------------
+
+
+async def test_rate_limit_survives_hibernation(
+    client: httpx.AsyncClient, server_factory: ServerFactory
+) -> None:
+    server = server_factory(
+        storage="memory",
+        admin_token=ADMIN_TOKEN,
+        hibernate_after="0.5",
+        rate_burst="2",
+        rate_refill="0.05",  # one signal every 20 s once the burst is spent
+    )
+    base = server.url
+    room = new_room()
+    async with join(client, base, room) as a, join(client, base, room) as b:
+        await send_ok(client, base, a, b, {"n": 1})
+        await send_ok(client, base, a, b, {"n": 2})
+        limited = await send(client, base, a, b, {"n": 3})
+        assert_error(limited, 429)
+        assert int(limited.headers["retry-after"]) >= 15
+        await _hibernated(client, server, room)  # a second or so later
+        assert_error(await send(client, base, a, b, {"n": 4}), 429)
+
+
+async def test_retried_id_after_a_crash_is_not_delivered_twice(
+    client: httpx.AsyncClient, server_factory: ServerFactory
+) -> None:
+    """The reason to retry: the server died before the client saw its answer."""
+    server = server_factory(grace="5")
+    room = new_room()
+    async with join(client, server.url, room) as a:
+        async with join(client, server.url, room) as b:
+            await a.stream.next()
+        await trio.sleep(1.0)  # b's drop is noticed: the signal is queued, durably
+        await send_ok(client, server.url, a, b, {"offer": 1}, id="offer-1")
+        assert await _stop(server, signal.SIGKILL) == -signal.SIGKILL
+    await _start(server)
+    base = server.url
+    async with join(client, base, room, session_id=a.session_id, token=a.token) as a2:
+        await send_ok(client, base, a2, b, {"offer": 1}, id="offer-1")  # the retry
+        async with join(client, base, room, session_id=b.session_id, token=b.token) as b2:
+            assert b2.resumed
+            got = [e.data["signal"] for e in await sync(client, b2)]
+            assert got == [{"offer": 1}]

@@ -23,7 +23,7 @@ from .conftest import (
     sync,
 )
 
-GRACE = 3.0
+GRACE = 2.5
 QUEUE_LIMIT = 4
 NOTICE = 1.0  # a dropped stream is noticed within a second
 
@@ -51,7 +51,13 @@ async def test_dropped_session_stays_and_its_signals_queue(
     async with join(client, base, room) as a:
         b = await _dropped(client, base, room, a)
         await trio.sleep(NOTICE)
-        # Noticed by now: these must queue, not go to the dead connection.
+        # Noticed by now. A newcomer still sees it in the roster...
+        async with join(client, base, room) as c:
+            assert c.roster == [a.session_id, b.session_id, c.session_id]
+            assert (await leave(client, base, c)).status_code == 200
+        assert (await a.stream.next()).data["peers"] == c.roster
+        assert (await a.stream.next()).data["peers"] == [a.session_id, b.session_id]
+        # ...and these must queue, not go to the dead connection.
         for n in range(QUEUE_LIMIT):
             await send_ok(client, base, a, b, {"n": n})
         assert await sync(client, a) == []  # still in the roster: nothing for peers
@@ -70,17 +76,6 @@ async def test_dropped_session_stays_and_its_signals_queue(
         await trio.sleep(NOTICE)
         async with join(client, base, room, session_id=b.session_id, token=b.token) as b3:
             assert await sync(client, b3) == []
-
-
-async def test_newcomer_sees_a_dropped_session_in_the_roster(
-    client: httpx.AsyncClient, base: str, room: str
-) -> None:
-    async with join(client, base, room) as a:
-        b = await _dropped(client, base, room, a)
-        await trio.sleep(NOTICE)
-        async with join(client, base, room) as c:
-            assert c.roster == [a.session_id, b.session_id, c.session_id]
-            await send_ok(client, base, c, b, {"from": "newcomer"})
 
 
 async def test_full_queue_is_503_and_nothing_is_dropped(
@@ -113,7 +108,17 @@ async def test_grace_period_then_expiry(client: httpx.AsyncClient, base: str, ro
     async with join(client, base, room) as a:
         b = await _dropped(client, base, room, a)
         dropped_at = trio.current_time()
+        d = await _dropped(client, base, room, a)
         await send_ok(client, base, a, b, {"queued": "then dropped"})
+        await trio.sleep(NOTICE)
+        # A leave during the grace period ends the session at once.
+        response = await leave(client, base, d)
+        assert response.status_code == 200 and response.json() == {"success": True}
+        with trio.fail_after(1):
+            roster = await a.stream.next()
+        assert roster.data == {"peers": [a.session_id, b.session_id]}
+        assert_error(await send(client, base, d, a, {"x": 1}), 403)
+        # The other one stays until its grace period ends.
         roster = await a.stream.next(wait=GRACE + 5)
         waited = trio.current_time() - dropped_at
         assert roster.data == {"peers": [a.session_id]}
@@ -124,6 +129,11 @@ async def test_grace_period_then_expiry(client: httpx.AsyncClient, base: str, ro
         # ...it is no longer a recipient...
         assert_error(await send(client, base, a, b, {"x": 1}), 404)
         # ...and its credentials or last event id now make a new session, queue dropped.
+        async with join(client, base, room, session_id=d.session_id, token=d.token) as d2:
+            assert not d2.resumed
+            assert (await leave(client, base, d2)).status_code == 200
+        await a.stream.next()
+        await a.stream.next()
         for params, headers in (
             ({"session_id": b.session_id, "token": b.token}, {}),
             ({}, {"Last-Event-ID": str(b.stream.last_id)}),
@@ -143,29 +153,14 @@ async def test_each_drop_starts_a_new_grace_period(
     async with join(client, base, room) as a:
         b = await _dropped(client, base, room, a)
         start = trio.current_time()
-        for _ in range(2):
-            await trio.sleep(GRACE * 0.55)
-            async with join(client, base, room, session_id=b.session_id, token=b.token) as b2:
-                assert b2.resumed
+        await trio.sleep(GRACE * 0.6)
+        async with join(client, base, room, session_id=b.session_id, token=b.token) as b2:
+            assert b2.resumed
+        await trio.sleep(GRACE * 0.6)
         assert trio.current_time() - start > GRACE  # longer than one grace period in all
-        await trio.sleep(GRACE * 0.55)
         async with join(client, base, room, session_id=b.session_id, token=b.token) as b3:
             assert b3.resumed and b3.roster == [a.session_id, b.session_id]
         assert await sync(client, a) == []
-
-
-async def test_leave_during_grace(client: httpx.AsyncClient, base: str, room: str) -> None:
-    async with join(client, base, room) as a:
-        b = await _dropped(client, base, room, a)
-        await trio.sleep(NOTICE)
-        response = await leave(client, base, b)
-        assert response.status_code == 200 and response.json() == {"success": True}
-        with trio.fail_after(1):  # at once, not at the end of the grace period
-            roster = await a.stream.next()
-        assert roster.data == {"peers": [a.session_id]}
-        assert_error(await send(client, base, b, a, {"x": 1}), 403)
-        async with join(client, base, room, session_id=b.session_id, token=b.token) as b2:
-            assert not b2.resumed
 
 
 async def test_wrong_token_during_grace_is_403(
@@ -177,3 +172,36 @@ async def test_wrong_token_during_grace_is_403(
         assert_error(await connect_refused(client, base, query), 403)
         async with join(client, base, room, session_id=b.session_id, token=b.token) as b2:
             assert b2.resumed
+
+
+DEFAULT_QUEUE = 256
+
+
+@pytest.fixture(scope="module")
+def roomy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The default queue limit (256), and time enough to fill it within the grace period."""
+    server = start_shared(tmp_path_factory.mktemp("roomy"), grace="6")
+    yield server
+    server.kill()
+
+
+async def test_default_queue_holds_256_signals(
+    client: httpx.AsyncClient, roomy_server: ServerProcess, room: str
+) -> None:
+    base = roomy_server.url
+    async with join(client, base, room) as a, join(client, base, room) as c:
+        await a.stream.next()
+        b = await _dropped(client, base, room, a)
+        await trio.sleep(NOTICE)
+        for n in range(DEFAULT_QUEUE // 2):  # two senders, each within its rate limit
+            await send_ok(client, base, a, b, {"n": n})
+            await send_ok(client, base, c, b, {"n": n})
+        assert_error(await send(client, base, a, b, {"n": "one too many"}), 503)
+        async with join(client, base, room, session_id=b.session_id, token=b.token) as b2:
+            got = [await b2.stream.next() for _ in range(DEFAULT_QUEUE)]
+            assert [(e.data["from"], e.data["signal"]) for e in got] == [
+                (sender.session_id, {"n": n})
+                for n in range(DEFAULT_QUEUE // 2)
+                for sender in (a, c)
+            ]
+            assert await sync(client, b2) == []

@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 
 import httpx
 import pytest
 import trio
 
 from .conftest import (
+    STREAM_TIMEOUT,
     Event,
+    EventStream,
     Peer,
     assert_error,
     connect_refused,
     join,
+    new_room,
     send_ok,
     sync,
 )
@@ -144,14 +148,16 @@ async def test_unknown_session_id_makes_a_new_session(
     client: httpx.AsyncClient, base: str, room: str
 ) -> None:
     unknown, token = str(uuid.uuid4()), str(uuid.uuid4())
-    async with join(client, base, room) as a:
-        async with join(client, base, room, session_id=unknown, token=token) as b:
-            assert b.resumed is False
-            assert b.session_id not in (unknown, a.session_id)
-            assert b.token != token
-            assert b.roster == [a.session_id, b.session_id]
-            event = await a.stream.next()
-            assert event.data == {"peers": [a.session_id, b.session_id]}
+    async with (
+        join(client, base, room) as a,
+        join(client, base, room, session_id=unknown, token=token) as b,
+    ):
+        assert b.resumed is False
+        assert b.session_id not in (unknown, a.session_id)
+        assert b.token != token
+        assert b.roster == [a.session_id, b.session_id]
+        event = await a.stream.next()
+        assert event.data == {"peers": [a.session_id, b.session_id]}
 
 
 async def test_session_id_of_another_room_makes_a_new_session(
@@ -159,7 +165,7 @@ async def test_session_id_of_another_room_makes_a_new_session(
 ) -> None:
     async with join(client, base, room + "-other") as elsewhere:
         params = {"session_id": elsewhere.session_id, "token": elsewhere.token}
-        async with join(client, base, room, **params) as here:
+        async with join(client, base, room, headers=None, **params) as here:
             assert here.resumed is False
             assert here.session_id != elsewhere.session_id
         assert await sync(client, elsewhere) == []
@@ -167,7 +173,7 @@ async def test_session_id_of_another_room_makes_a_new_session(
 
 @pytest.mark.parametrize(
     "bad_id",
-    ["abc", "123", "x" * 36, str(uuid.uuid4()).replace("-", ""), "{%s}" % uuid.uuid4()],
+    ["abc", "123", "x" * 36, str(uuid.uuid4()).replace("-", ""), f"{{{uuid.uuid4()}}}"],
     ids=["word", "digits", "36-chars", "no-dashes", "braces"],
 )
 @pytest.mark.parametrize("where", ["query", "header"])
@@ -264,10 +270,15 @@ async def test_eventsource_reconnect_with_only_url_and_last_event_id(
             await send_ok(client, base, a, b, {"n": 1})
             await signals(b, 1)
             lei = b.stream.last_id
+        # Sent at once, this goes to the dropped connection (the server has not noticed
+        # yet) and comes back by replay; sent after the drop is noticed, it is queued.
+        await send_ok(client, base, a, b, {"n": 2})
+        expected = [{"n": 2}]
         if not send_before_noticed:
             await sync(client, a)
             await trio.sleep(1.0)  # the server notices a dropped stream within a second
-        await send_ok(client, base, a, b, {"n": 2})
+            await send_ok(client, base, a, b, {"n": 3})
+            expected.append({"n": 3})
         async with join(client, base, room, headers={"Last-Event-ID": str(lei)}) as b2:
             assert b2.first[0].data == {
                 "session_id": b.session_id,
@@ -277,7 +288,7 @@ async def test_eventsource_reconnect_with_only_url_and_last_event_id(
             }
             assert b2.roster == [a.session_id, b.session_id]
             assert b2.first[0].id > lei
-            assert payloads(await sync(client, b2)) == [{"n": 2}]
+            assert payloads(await sync(client, b2)) == expected  # replay, then the queue
             assert await sync(client, a) == []
 
 
@@ -295,12 +306,14 @@ async def test_eventsource_reconnect_while_the_old_stream_looks_alive(
             assert await sync(client, a) == []
 
 
+FULLWIDTH_DIGITS = "\uff11\uff12\uff13"
 BAD_LEIS = ["abc", "-1", "1.5", "1e30", "0", "", "9" * 39, "9" * 81, "0x10", "1 2"]
 
 
 @pytest.mark.parametrize(
     ("via", "lei"),
-    [("header", lei) for lei in BAD_LEIS] + [("query", lei) for lei in [*BAD_LEIS, "１２３"]],
+    [("header", lei) for lei in BAD_LEIS]
+    + [("query", lei) for lei in [*BAD_LEIS, FULLWIDTH_DIGITS]],
     ids=lambda v: repr(v),
 )
 async def test_bad_or_unknown_last_event_id_alone_makes_a_new_session(
@@ -350,3 +363,137 @@ async def test_last_event_id_of_another_session_replays_nothing(
             assert c3.session_id == c.session_id
             assert await sync(client, c3) == []  # b's signal is not c's to replay
         assert await sync(client, b) == []  # and b keeps its stream
+
+
+async def test_last_event_id_is_no_key_to_another_room(
+    client: httpx.AsyncClient, base: str, room: str
+) -> None:
+    async with join(client, base, room) as b:
+        headers = {"Last-Event-ID": str(b.stream.last_id)}
+        async with join(client, base, room + "-elsewhere", headers=headers) as other:
+            assert not other.resumed and other.session_id != b.session_id
+        assert await sync(client, b) == []
+
+
+async def test_replay_holds_at_least_the_last_256_signals(
+    client: httpx.AsyncClient, base: str, room: str
+) -> None:
+    """256 signals (from two senders, each within its rate limit) all come back."""
+    async with (
+        join(client, base, room) as a,
+        join(client, base, room) as c,
+        join(client, base, room) as b,
+    ):
+        await a.stream.next()
+        start = b.stream.last_id
+        for n in range(128):
+            await send_ok(client, base, a, b, {"n": n})
+            await send_ok(client, base, c, b, {"n": n})
+        sent = [e.data for e in await signals(b, 256)]
+        params = {"session_id": b.session_id, "token": b.token}
+        async with join(client, base, room, headers={"Last-Event-ID": str(start)}, **params) as b2:
+            replayed = [e.data for e in await signals(b2, 256)]
+            assert replayed == sent
+            assert await sync(client, b2) == []
+
+
+# --- under load ----------------------------------------------------------------------------
+
+
+async def test_no_signal_lost_across_reconnections_while_a_peer_keeps_sending(
+    client: httpx.AsyncClient, base: str, room: str
+) -> None:
+    """b reconnects over and over with the last id it read (as EventSource does) while a
+    sends without pause: everything arrives, in order, exactly once."""
+    total = 150
+    async with join(client, base, room) as a, AsyncExitStack() as stack:
+        b = await stack.enter_async_context(join(client, base, room))
+        await a.stream.next()
+        seen: list[int] = []
+
+        async def sender() -> None:
+            for n in range(total):
+                await send_ok(client, base, a, b, {"n": n})
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender)
+            current = b
+            while len(seen) < total:
+                for _ in range(10):
+                    if len(seen) == total:
+                        break
+                    event = await current.stream.next()
+                    assert event.event == "signal", event
+                    seen.append(event.data["signal"]["n"])
+                if len(seen) < total:
+                    headers = {"Last-Event-ID": str(current.stream.last_id)}
+                    # The old stream is abandoned unread, as a dropped connection is.
+                    current = await stack.enter_async_context(
+                        join(client, base, room, headers=headers)
+                    )
+                    assert current.resumed and current.session_id == b.session_id
+        assert seen == list(range(total))
+        assert await sync(client, current) == []
+
+
+async def _reconnect_at_once(
+    client: httpx.AsyncClient, base: str, room: str, b: Peer, n: int, stack: AsyncExitStack
+) -> tuple[list[Peer], list[httpx.Response]]:
+    """``n`` reconnections of ``b`` at the same moment: the streams opened, and the refusals."""
+    streams: list[Peer] = []
+    refused: list[httpx.Response] = []
+
+    async def reconnect() -> None:
+        params = {"room": room, "session_id": b.session_id, "token": b.token}
+        response = await stack.enter_async_context(
+            client.stream("GET", f"{base}/api/connect", params=params, timeout=STREAM_TIMEOUT)
+        )
+        if response.status_code != 200:
+            await response.aread()
+            refused.append(response)
+            return
+        stream = EventStream(response)
+        session, roster = await stream.next(), await stream.next()
+        assert session.data["resumed"] and session.data["session_id"] == b.session_id
+        streams.append(Peer(stream, b.session_id, b.token, room, [session, roster], base))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(n):
+            nursery.start_soon(reconnect)
+    return streams, refused
+
+
+async def test_concurrent_reconnections_leave_one_stream(
+    client: httpx.AsyncClient, base: str, room: str
+) -> None:
+    async with join(client, base, room) as a, join(client, base, room) as b:
+        await a.stream.next()
+        async with AsyncExitStack() as stack:
+            streams, refused = await _reconnect_at_once(client, base, room, b, 5, stack)
+            assert refused == []  # a stream replaced before it started still opens
+            await send_ok(client, base, a, b, {"who": "gets it"})
+            open_streams = 0
+            for peer in [b, *streams]:
+                event = await peer.stream.next()
+                if event.event == "bye":
+                    assert event.data == {"reason": "replaced"}
+                    assert await peer.stream.expect_end() == []
+                else:
+                    assert event.data["signal"] == {"who": "gets it"}
+                    open_streams += 1
+            assert open_streams == 1
+            assert await sync(client, a) == []
+
+
+async def test_a_stream_replaced_before_it_started_still_gets_bye(
+    client: httpx.AsyncClient, base: str
+) -> None:
+    """Two reconnections of one session at once: both must get a 200 stream, and the one
+    that lost must end with bye replaced. A 503 (with Retry-After) invites the loser to
+    retry, and so to take the session back from the winner."""
+    for _ in range(20):
+        room = new_room()
+        async with join(client, base, room) as b, AsyncExitStack() as stack:
+            streams, refused = await _reconnect_at_once(client, base, room, b, 2, stack)
+            assert [r.status_code for r in refused] == []
+            assert len(streams) == 2

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from functools import partial
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import httpx
@@ -111,9 +111,7 @@ async def test_body_of_exactly_the_limit_is_accepted(
         body["signal"]["pad"] = "x" * (MAX_BODY - size)
         content = json.dumps(body).encode()
         assert len(content) == MAX_BODY
-        response = await client.post(
-            f"{base}/api/signal", params={"room": room}, content=content
-        )
+        response = await client.post(f"{base}/api/signal", params={"room": room}, content=content)
         assert response.status_code == 200, response.text
         assert (await received(client, b))[0][1]["pad"] == body["signal"]["pad"]
         content = content[:-1] + b" }"
@@ -176,7 +174,9 @@ NOT_OBJECTS = [
 ]
 
 
-@pytest.mark.parametrize("content", NOT_OBJECTS, ids=[repr(c)[2:-1] or "empty" for c in NOT_OBJECTS])
+@pytest.mark.parametrize(
+    "content", NOT_OBJECTS, ids=[repr(c)[2:-1] or "empty" for c in NOT_OBJECTS]
+)
 async def test_body_not_a_json_object_is_400(
     client: httpx.AsyncClient, base: str, content: bytes
 ) -> None:
@@ -193,7 +193,7 @@ BAD_FIELDS: list[tuple[str, dict[str, Any]]] = [
     ("sender-missing", {"sender": None}),
     ("sender-number", {"sender": 123}),
     ("sender-word", {"sender": "me"}),
-    ("sender-braces", {"sender": "{%s}" % uuid.uuid4()}),
+    ("sender-braces", {"sender": f"{{{uuid.uuid4()}}}"}),
     ("sender-no-dashes", {"sender": uuid.uuid4().hex}),
     ("to-missing", {"to": None}),
     ("to-word", {"to": "you"}),
@@ -242,9 +242,7 @@ async def test_400_comes_before_403(client: httpx.AsyncClient, base: str, room: 
         assert_error(await post(client, base, "signal", room, body), 400)
 
 
-@pytest.mark.parametrize(
-    "request_id", [None, "a", "x" * 64, "é" * 64, str(uuid.uuid4())], ids=repr
-)
+@pytest.mark.parametrize("request_id", [None, "a", "x" * 64, "é" * 64, str(uuid.uuid4())], ids=repr)
 async def test_accepted_ids(
     client: httpx.AsyncClient, base: str, room: str, request_id: str | None
 ) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from .sse import encode_event, retry_preamble
 
 _SHUTDOWN = b'{"reason":"shutdown"}'
+# Characters some clients take for line ends (Python's splitlines, httpx's line reader);
+# in JSON they can only stand inside strings, where their escapes mean the same.
+_ESCAPES = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"), (b"\xc2\x85", b"\\u0085"))
 
 
 class SseCodec:
@@ -17,6 +20,9 @@ class SseCodec:
         return self._preamble
 
     def encode(self, event_id: int, event: str, data: bytes) -> bytes:
+        if b"\xe2\x80" in data or b"\xc2\x85" in data:
+            for raw, escaped in _ESCAPES:
+                data = data.replace(raw, escaped)
         return encode_event(event_id, event, data)
 
     def heartbeat(self, now: float) -> tuple[str, bytes]:

@@ -109,7 +109,7 @@ class StreamRegistry:
         self.overflowed_total = 0
 
     def __len__(self) -> int:
-        return len(self._streams)
+        return sum(len(owned) for owned in self._by_actor.values())
 
     def count(self, namespace: str) -> int:
         return sum(len(s) for a, s in self._by_actor.items() if a.namespace == namespace)
@@ -170,7 +170,10 @@ class StreamRegistry:
         if not keep_buffer:
             stream.buffer.clear()
             stream.buffered = 0
-        self._streams.pop(stream.stream_id, None)
+        if stream.claimed or not stream.buffer:
+            self._streams.pop(stream.stream_id, None)
+        # else: kept findable until its consumer claims it and reads what it holds (a
+        # stream replaced before its HTTP response started still gets its bye).
         owned = self._by_actor.get(stream.actor)
         if owned is not None:
             owned.pop(stream.stream_id, None)
@@ -198,6 +201,7 @@ class StreamRegistry:
                     await stream._lot.park()
         finally:
             self._close(stream, "disconnected", notify=True)
+            self._streams.pop(stream.stream_id, None)
 
     def shutdown(self) -> list[tuple[ActorId, str, int]]:
         """Send every stream the codec's goodbye and close it, telling no actor: the
@@ -205,7 +209,7 @@ class StreamRegistry:
         Returns each stream's last event id, for the caller to persist."""
         final = self.codec.goodbye()
         positions = []
-        for stream in list(self._streams.values()):
+        for stream in [s for s in self._streams.values() if not s.closed]:
             self.send(stream, *final)
             self._close(stream, "shutdown", notify=False)
             positions.append((stream.actor, stream.stream_id, stream.last_id))
@@ -221,5 +225,8 @@ class StreamRegistry:
             for stream in list(self._streams.values()):
                 if not stream.claimed and now - stream.opened_at >= self.limits.claim_timeout:
                     self._close(stream, "unclaimed", notify=True)
+                    self._streams.pop(stream.stream_id, None)
+                elif stream.closed:
+                    continue
                 elif now - stream.last_write >= half:
                     self.send(stream, event, data)

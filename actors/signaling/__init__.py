@@ -2,6 +2,7 @@
 
 from .state import (
     ID_SPAN,
+    ROOM_FULL,
     Accepted,
     Connected,
     Effect,
@@ -17,6 +18,7 @@ from .state import (
 
 __all__ = [
     "ID_SPAN",
+    "ROOM_FULL",
     "Accepted",
     "Connected",
     "Effect",

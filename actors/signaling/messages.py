@@ -9,11 +9,14 @@ import attrs
 
 @attrs.frozen
 class Connect:
-    """Open an event stream: a new session, or the resumption of one."""
+    """Open an event stream: a new session, or the resumption of one. ``refuse_new`` is
+    the answer to give if a new session would be made (the front end's admission policy:
+    a missing ticket, a spent per-address budget); resuming is not affected."""
 
     session_id: str | None = None
     token: str | None = attrs.field(default=None, repr=False)
     last_event_id: int | None = None
+    refuse_new: Refused | None = None
 
 
 @attrs.frozen

@@ -28,6 +28,7 @@ class RoomConfig:
     rate_refill: float = attrs.field(default=50.0, validator=gt(0))
     replay_limit: int = attrs.field(default=256, validator=ge(0))
     idempotency_window: int = attrs.field(default=256, validator=ge(0))
+    max_peers: int = attrs.field(default=64, validator=ge(1))
 
 
 @attrs.frozen
@@ -68,6 +69,11 @@ class EndStream:
 
 
 Effect: TypeAlias = Emit | EndStream
+
+ROOM_FULL = 409
+"""**extension** The status of a connect that would make a session in a room that holds
+``max_peers`` already: the room's state, not the client's rate, is in the way (429 is for
+rates), and no credential would help (403 means a wrong token). Resumptions never get it."""
 
 
 @attrs.frozen

@@ -51,13 +51,23 @@ class RoomEnv:
                 queue_limit=config.queue_limit,
                 rate_burst=config.rate_burst,
                 rate_refill=config.rate_refill,
+                max_peers=config.max_peers,
             )
         )
 
 
 class Room(Actor):
     """One signaling room. Rebuilt from storage on every wake; streams survive in the
-    runtime and are found again through their ``{"session_id": ...}`` attachments."""
+    runtime and are found again through their ``{"session_id": ...}`` attachments.
+
+    What a handler tells other streams (roster changes, a ``bye``, signals) must not run
+    ahead of its writes: if the commit fails, the request is answered 503 and nothing of
+    it may have been announced (no roster with a session that was never made, no ``bye
+    left`` for a session that is still there). So a handler that wrote something holds
+    those effects, and the instance's next handler carries them out first: it runs only
+    if the commit succeeded, since a failed commit drops the instance and what it held.
+    An alarm due at once brings that next handler about. A handler that wrote nothing
+    (a signal to a connected peer, the common case) carries its effects out at once."""
 
     def __init__(self, ctx: ActorContext) -> None:
         super().__init__(ctx)
@@ -73,9 +83,27 @@ class Room(Actor):
         for sid in self.state.sessions_connected():
             if sid not in self.streams:
                 self.state.disconnected(now, sid, 0)
+        self._held: list[Effect] = []
+
+    def _release(self) -> None:
+        """Carry out what the previous handler held: its writes are durable."""
+        if self._held:
+            held, self._held = self._held, []
+            self._perform(held)
+
+    def _finish(self, effects: list[Effect]) -> None:
+        """Persist the handler's writes, then carry out its effects on other streams: at
+        once if it wrote nothing, else once the writes are durable (see the class)."""
+        if self._persist() and effects:
+            self._held.extend(effects)
+            self.ctx.set_alarm(self.ctx.now())
+        else:
+            self._perform(effects)
+            self._persist()
 
     # -- messages ----------------------------------------------------------------------
     async def on_message(self, message: Any) -> Any:
+        self._release()
         now = self.ctx.now()
         if isinstance(message, Signal):
             result = self.state.signal(
@@ -94,49 +122,54 @@ class Room(Actor):
             return [self.state.session_info(sid) for sid in self.state.roster()]
         else:
             raise TypeError(f"a room cannot handle {type(message).__name__}")
-        self._perform(result.effects)
-        self._persist()
+        self._finish(result.effects)
         if isinstance(result, Rejected):
             return Refused(result.status, result.reason, result.retry_after)
         return Done()
 
     def _connect(self, now: float, message: Connect) -> Joined | Refused:
+        no = message.refuse_new
         result = self.state.connect(
             now,
             session_id=message.session_id,
             token=message.token,
             last_event_id=message.last_event_id,
             fresh=self.env.fresh(),
+            refuse_new=None if no is None else Rejected(no.status, no.reason, no.retry_after),
         )
         if isinstance(result, Rejected):
-            self._perform(result.effects)
-            self._persist()
+            self._finish(result.effects)
             return Refused(result.status, result.reason, result.retry_after)
         assert isinstance(result, Connected)
-        floor = max(result.id_floor, self._perform(result.effects))
+        # A replaced stream ends first, so that the new one's ids start above its last;
+        # the new stream's own events wait in it, unread until the commit has succeeded.
+        replaced = [e for e in result.effects if isinstance(e, EndStream)]
+        floor = max(result.id_floor, self._perform(replaced))
         sid = result.session_id
         stream_id = self.ctx.accept_stream(
             {"session_id": sid}, id_base=result.key * ID_SPAN, id_floor=floor
         )
         self.streams[sid] = stream_id
         self._send_all(sid, stream_id, result.stream_events)
-        self._persist()
+        self._finish([e for e in result.effects if not isinstance(e, EndStream)])
         return Joined(stream_id, sid, result.resumed)
 
     # -- runtime events ----------------------------------------------------------------
     async def on_stream_closed(self, stream: StreamInfo, reason: str) -> None:
+        self._release()
         sid = stream.attachment.get("session_id")
         if sid is None or self.streams.get(sid, stream.stream_id) != stream.stream_id:
             return  # an old stream of a session that has a newer one
         self.streams.pop(sid, None)
-        self._perform(self.state.disconnected(self.ctx.now(), sid, stream.last_id))
-        self._persist()
+        self._finish(self.state.disconnected(self.ctx.now(), sid, stream.last_id))
 
     async def on_alarm(self) -> None:
-        self._perform(self.state.expire(self.ctx.now()))
-        self._persist()
+        self._release()
+        self._finish(self.state.expire(self.ctx.now()))
 
     async def on_hibernate(self) -> None:
+        self._release()
+        self._persist()
         for key, value in self.state.volatile_writes().items():
             self.ctx.storage.put(key, value)
 
@@ -170,7 +203,8 @@ class Room(Actor):
         elif out.record:
             self.state.delivered(sid, event_id, out)
 
-    def _persist(self) -> None:
+    def _persist(self) -> bool:
+        """Stage the state's writes and its next alarm; whether there were any."""
         puts, deletes = self.state.take_writes()
         storage = self.ctx.storage
         for key in deletes:
@@ -183,3 +217,5 @@ class Room(Actor):
                 self.ctx.delete_alarm()
             else:
                 self.ctx.set_alarm(alarm)
+            return True
+        return bool(puts or deletes)

@@ -34,6 +34,8 @@ MEMORY = "memory"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
 MIN_ADMIN_TOKEN = 16
+MIN_ADMISSION_SECRET = 16
+ADMISSION_PREFIX = "secret:"
 
 _INT = re.compile(r"[+-]?[0-9]+")
 _ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")
@@ -98,6 +100,12 @@ def _positive_int(value: object) -> str | None:
     return None
 
 
+def _non_negative_int(value: object) -> str | None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        return f"must be an integer of at least 0, got {_show(value)}"
+    return None
+
+
 def _port(value: object) -> str | None:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
         return f"must be an integer from 0 to 65535, got {_show(value)}"
@@ -135,6 +143,21 @@ def _admin_token(value: object) -> str | None:
         return "must be a string"
     if value and (len(value) < MIN_ADMIN_TOKEN or not all("!" <= c <= "~" for c in value)):
         return f"must be at least {MIN_ADMIN_TOKEN} visible ASCII characters, no spaces"
+    return None
+
+
+def _admission(value: object) -> str | None:
+    """Empty (anyone may open a session), or ``secret:S`` with S a secret of visible ASCII
+    characters, not too short. The secret itself never appears in a message."""
+    if not isinstance(value, str):
+        return "must be a string"
+    if not value:
+        return None
+    secret = value.removeprefix(ADMISSION_PREFIX)
+    if secret == value:
+        return f"must be empty or '{ADMISSION_PREFIX}' followed by the ticket secret"
+    if len(secret) < MIN_ADMISSION_SECRET or not all("!" <= c <= "~" for c in secret):
+        return f"secret must be at least {MIN_ADMISSION_SECRET} visible ASCII characters"
     return None
 
 
@@ -274,11 +297,71 @@ class Config:
         "TOKEN",
         secret=True,
     )
+    # -- hardening (docs/reliability.md) ----------------------------------------------------
+    keep_alive_timeout: float = _setting(
+        5.0,
+        _positive,
+        _parse_float,
+        "seconds a connection may sit idle; a request's headers must arrive within it too",
+        "SECONDS",
+    )
+    body_timeout: float = _setting(
+        10.0,
+        _positive,
+        _parse_float,
+        "seconds a POST body may take to arrive (else 408)",
+        "SECONDS",
+    )
+    send_timeout: float = _setting(
+        20.0,
+        _positive,
+        _parse_float,
+        "seconds sent data may wait unread by a client before its connection is cut",
+        "SECONDS",
+    )
+    stream_buffer: int = _setting(
+        1 << 20,
+        _positive_int,
+        _parse_int,
+        "bytes of events held for a stream that reads too slowly; then it ends",
+        "BYTES",
+    )
+    max_peers: int = _setting(
+        64, _positive_int, _parse_int, "sessions one room may hold (else 409)"
+    )
+    new_sessions_per_minute: float = _setting(
+        60.0, _positive, _parse_float, "new sessions one client address may open per minute"
+    )
+    new_sessions_burst: float = _setting(
+        30.0, _at_least_one, _parse_float, "new sessions one client address may open at once"
+    )
+    streams_per_address: int = _setting(
+        200, _positive_int, _parse_int, "event streams one client address may hold open"
+    )
+    trust_proxy: int = _setting(
+        0,
+        _non_negative_int,
+        _parse_int,
+        "reverse proxies in front whose X-Forwarded-For gives the client address (0: none)",
+    )
+    admission: str = _setting(
+        "",
+        _admission,
+        _parse_stripped,
+        "'secret:S': new sessions need a ?ticket= signed with S; empty: anyone may join",
+        "SPEC",
+        secret=True,
+    )
 
     @property
     def in_memory(self) -> bool:
         """True when room state lives only in memory (storage is the literal `memory`)."""
         return self.storage == MEMORY
+
+    @property
+    def admission_secret(self) -> str | None:
+        """The secret that signs room tickets (``admission`` is ``secret:S``), else None."""
+        return self.admission.removeprefix(ADMISSION_PREFIX) if self.admission else None
 
 
 def flag_name(name: str) -> str:

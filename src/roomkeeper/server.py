@@ -13,13 +13,22 @@ from pathlib import Path
 import attrs
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
 from hypercorn.trio import serve
+from hypercorn.typing import (
+    ASGIFramework,
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    ASGISendEvent,
+    Scope,
+)
 
 from roomkeeper_actors.signaling.room import RoomEnv
 
 from .config import MEMORY, Config, ConfigError
 from .http.app import ROOMS, AppSettings, create_app
 from .http.codec import SseCodec
+from .http.guard import guard_connections
 from .observe import TimedBackend, observability, setup_logging, trace_to_file
 from .runtime import (
     ActorSystem,
@@ -54,18 +63,82 @@ def runtime_config(config: Config) -> RuntimeConfig:
     return RuntimeConfig(
         mailbox_size=config.mailbox_size,
         hibernate_after=config.hibernate_after,
-        streams=StreamLimits(heartbeat=config.heartbeat),
+        streams=StreamLimits(max_bytes=config.stream_buffer, heartbeat=config.heartbeat),
     )
 
 
+def app_settings(config: Config) -> AppSettings:
+    return AppSettings(
+        cors_origins=config.cors_origins,
+        max_body=config.max_body,
+        body_timeout=config.body_timeout,
+        new_sessions_per_minute=config.new_sessions_per_minute,
+        new_sessions_burst=config.new_sessions_burst,
+        streams_per_address=config.streams_per_address,
+        trust_proxy=config.trust_proxy,
+        admission_secret=config.admission_secret,
+    )
+
+
+class _HypercornConfig(HypercornConfig):
+    """Hypercorn's settings, and ``TCP_USER_TIMEOUT`` on the listening sockets (accepted
+    connections inherit it): data a client leaves unacknowledged, such as the events of a
+    stream it does not read, gets its connection aborted by the kernel after
+    ``send_timeout`` seconds. Without it a client that never reads holds a connection,
+    and a graceful shutdown (Hypercorn shields its writes), for ever."""
+
+    send_timeout: float = 0.0
+
+    def create_sockets(self) -> Sockets:
+        sockets = super().create_sockets()
+        option = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux
+        if self.send_timeout > 0 and option is not None:
+            for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+                if sock.family in (socket.AF_INET, socket.AF_INET6):
+                    sock.setsockopt(socket.IPPROTO_TCP, option, int(self.send_timeout * 1000))
+        return sockets
+
+
+class ShieldFinalSend:
+    """ASGI middleware: the last ``send`` of a response is not cancelled.
+
+    Hypercorn re-arms a connection's idle timer (``keep_alive_timeout``) inside that last
+    send, on the application's task, and quart-trio cancels that task as the response
+    ends: the timer was then never re-armed, so a connection that had served one request
+    stayed open, idle or dribbling its next request's headers, for ever. Hypercorn
+    already shields its socket writes, so the shield adds no wait of its own.
+    """
+
+    def __init__(self, app: ASGIFramework) -> None:
+        self.app = app
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        async def final_send_shielded(message: ASGISendEvent) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                with trio.CancelScope(shield=True):
+                    await send(message)
+            else:
+                await send(message)
+
+        await self.app(scope, receive, final_send_shielded)
+
+
 def hypercorn_config(config: Config) -> HypercornConfig:
-    hc = HypercornConfig()
+    hc = _HypercornConfig()
     host = f"[{config.host}]" if ":" in config.host else config.host
     hc.bind = [f"{host}:{config.port}"]
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.graceful_timeout = 5.0
     hc.keep_alive_max_requests = 100_000
+    # Idle connections close after this; a request's headers must arrive within it too
+    # (Hypercorn's idle timer runs until a whole request head is in), which ends slowloris
+    # headers. Hypercorn's read_timeout is left off: it would end every event stream whose
+    # client sends nothing for that long, which is what every event stream does.
+    hc.keep_alive_timeout = config.keep_alive_timeout
+    hc.send_timeout = config.send_timeout
     return hc
 
 
@@ -86,6 +159,7 @@ async def run(
 ) -> None:
     """Serve until SIGINT/SIGTERM (or ``stop()``): then every stream gets ``bye shutdown``,
     state is persisted, and the function returns."""
+    guard_connections()
     backend = TimedBackend(make_backend(config))
     env = RoomEnv.from_config(config)
     stopping = trio.Event()
@@ -95,7 +169,7 @@ async def run(
         backend=backend,
         config=runtime_config(config),
     ) as system:
-        app = create_app(system, AppSettings(config.cors_origins, config.max_body))
+        app = create_app(system, app_settings(config))
         observability(app).enable_admin(config.admin_token)
 
         async def shutdown_trigger() -> None:
@@ -112,7 +186,13 @@ async def run(
                 task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
             ) -> None:
                 hc = hypercorn_config(config)
-                await serve(app, hc, shutdown_trigger=shutdown_trigger, task_status=task_status)
+                await serve(
+                    ShieldFinalSend(app),
+                    hc,
+                    shutdown_trigger=shutdown_trigger,
+                    task_status=task_status,
+                    mode="asgi",
+                )
                 nursery.cancel_scope.cancel()  # the signal listener
 
             binds = await nursery.start(serve_until_drained)

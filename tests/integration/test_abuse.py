@@ -422,11 +422,10 @@ async def test_very_long_urls_and_room_names(
     server: ServerProcess, length: int, status: int
 ) -> None:
     target = "/api/connect?room=" + "r" * length
-    raw, closed = await exchange(server, request_bytes("GET", target), wait=2)
     if status == 431:
-        assert refused_431(raw, closed)
+        assert refused_431(*await exchange(server, request_bytes("GET", target), wait=2))
     else:
-        assert status_of(raw) == 400 and b"longer than 256" in raw
+        assert "longer than 256" in json_error(await one(server, request_bytes("GET", target)), 400)
     await healthy(server)
 
 
@@ -471,7 +470,7 @@ async def test_slowloris_headers_are_cut_off(strict: ServerProcess) -> None:
                 assert await conn.closed_within(4), "the slow connection was not closed"
                 nursery.cancel_scope.cancel()
             took = trio.current_time() - started
-            assert 0.8 < took < 2.5, took
+            assert 0.8 < took < 4, took
             assert b"200" not in conn.buffer
 
 
@@ -486,7 +485,7 @@ async def test_idle_connections_are_closed(strict: ServerProcess) -> None:
         await healthy(strict)
         for conn in conns:
             assert await conn.closed_within(3)
-        assert trio.current_time() - started < 3
+        assert trio.current_time() - started < 5
     finally:
         for conn in conns:
             await conn.stream.aclose()
@@ -508,7 +507,7 @@ async def test_a_body_sent_a_byte_at_a_time_is_408_and_closed(
                 nursery.start_soon(_dribble, conn, body, 0.05, 4.0)
                 response = await conn.response(wait=4)
                 nursery.cancel_scope.cancel()
-            assert 0.8 < trio.current_time() - started < 2.5
+            assert 0.8 < trio.current_time() - started < 4
             assert "Timeout" in json_error(response, 408)
             assert (response.header("connection") or "").lower() == "close"
             assert await conn.closed_within(2)

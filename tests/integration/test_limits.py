@@ -360,7 +360,7 @@ async def test_without_trust_proxy_x_forwarded_for_changes_nothing(
             pass
     response = await connect_refused(client, server.url, {"room": room}, via("203.0.113.9"))
     assert_error(response, 429)
-    assert int(response.headers["Retry-After"]) == 60
+    assert 50 <= int(response.headers["Retry-After"]) <= 60  # a minute a session
     assert "--trust-proxy" in server.log()  # the operator is told once
 
 
@@ -435,7 +435,7 @@ async def test_admission_tickets(client: httpx.AsyncClient, server_factory: Serv
         assert problem in assert_error(response, 403)["error"]
         if ticket is not None:
             assert ticket not in response.text
-    good = mint_ticket(SECRET, room, 2)
+    good = mint_ticket(SECRET, room, 3)
     async with join(client, server.url, room, ticket=good) as a:
         # Resuming needs no ticket (an EventSource keeps the URL it started with, so the
         # ticket may have expired by then): by token, and by Last-Event-ID.
@@ -446,7 +446,7 @@ async def test_admission_tickets(client: httpx.AsyncClient, server_factory: Serv
         ) as a3:
             assert a3.resumed
             await send_ok(client, server.url, a3, a3, {"signals": "need no ticket"})
-        await trio.sleep(2.1)
+        await trio.sleep(int(good.split(".")[0]) - time.time() + 0.1)  # expired
         expired = await connect_refused(client, server.url, {"room": room, "ticket": good})
         assert "expired" in assert_error(expired, 403)["error"]
         async with join(

@@ -53,8 +53,19 @@ def test_defaults() -> None:
         "log_format": "text",
         "trace": "",
         "admin_token": "",
+        "keep_alive_timeout": 5.0,
+        "body_timeout": 10.0,
+        "send_timeout": 20.0,
+        "stream_buffer": 1048576,
+        "max_peers": 64,
+        "new_sessions_per_minute": 60.0,
+        "new_sessions_burst": 30.0,
+        "streams_per_address": 200,
+        "trust_proxy": 0,
+        "admission": "",
     }
     assert not config.in_memory
+    assert config.admission_secret is None
 
 
 def test_config_is_frozen_and_keyword_only() -> None:
@@ -120,6 +131,16 @@ EXAMPLES: list[tuple[str, str, Any]] = [
     ("log_format", "JSON", "json"),
     ("trace", "/tmp/trace.jsonl", "/tmp/trace.jsonl"),
     ("admin_token", "s3cret-admin-token-0123", "s3cret-admin-token-0123"),
+    ("keep_alive_timeout", "2.5", 2.5),
+    ("body_timeout", "3", 3.0),
+    ("send_timeout", "7.5", 7.5),
+    ("stream_buffer", "65536", 65536),
+    ("max_peers", "8", 8),
+    ("new_sessions_per_minute", "600", 600.0),
+    ("new_sessions_burst", "5", 5.0),
+    ("streams_per_address", "1000", 1000),
+    ("trust_proxy", "1", 1),
+    ("admission", "secret:0123456789abcdef", "secret:0123456789abcdef"),
 ]
 
 
@@ -194,6 +215,19 @@ def test_unrelated_env_ignored() -> None:
         ("log_format", "xml", "one of text, json"),
         ("admin_token", "too-short", "at least 16 visible ASCII"),
         ("admin_token", "sixteen chars but spaces", "at least 16 visible ASCII"),
+        ("keep_alive_timeout", "0", "positive number"),
+        ("body_timeout", "-1", "positive number"),
+        ("send_timeout", "nan", "positive number"),
+        ("stream_buffer", "0", "positive integer"),
+        ("max_peers", "0", "positive integer"),
+        ("new_sessions_per_minute", "0", "positive number"),
+        ("new_sessions_burst", "0.5", "at least 1"),
+        ("streams_per_address", "0", "positive integer"),
+        ("trust_proxy", "-1", "at least 0"),
+        ("trust_proxy", "yes", "must be an integer"),
+        ("admission", "0123456789abcdef", "'secret:' followed by"),
+        ("admission", "secret:short", "at least 16 visible ASCII"),
+        ("admission", "secret:sixteen chars but spaces", "at least 16 visible ASCII"),
     ],
 )
 def test_bad_values_name_their_source(name: str, text: str, problem: str) -> None:
@@ -255,3 +289,10 @@ def test_admin_token_stays_out_of_repr_and_messages() -> None:
     assert secret not in repr(config)
     assert secret not in str(attrs.evolve(config, port=1))
     assert "wrong-but-secret" not in error({"admin_token": "wrong-but-secret x"})
+
+
+def test_admission_secret_stays_out_of_repr_and_messages() -> None:
+    config = build({"admission": "secret:ticket-signing-secret-42"})
+    assert config.admission_secret == "ticket-signing-secret-42"
+    assert "ticket-signing-secret" not in repr(config)
+    assert "not-quite-a-secret" not in error({"admission": "secret:not-quite-a-secret x"})

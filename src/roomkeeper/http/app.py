@@ -131,6 +131,7 @@ def create_app(system: ActorSystem, settings: AppSettings | None = None) -> Quar
                 return Refused(403, f"Forbidden: {reason}"), False
         wait = limits.take_session(address)
         if wait is not None:
+            addresses.refused(request.remote_addr)
             reason = "Too Many Requests: too many new sessions from this address"
             return Refused(429, reason, wait), False
         return None, True
@@ -168,6 +169,7 @@ def create_app(system: ActorSystem, settings: AppSettings | None = None) -> Quar
         address = addresses(request.remote_addr, request.headers.getlist("X-Forwarded-For"))
         slot = limits.open_stream(address)
         if slot is None:
+            addresses.refused(request.remote_addr)
             reason = f"{settings.streams_per_address} streams are open from this address"
             raise ApiError(
                 429, f"Too Many Requests: {reason}", {"Retry-After": str(STREAMS_RETRY_AFTER)}

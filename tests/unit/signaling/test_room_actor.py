@@ -22,6 +22,7 @@ from roomkeeper.runtime import (
     RuntimeConfig,
     SQLiteBackend,
     StorageBackend,
+    StorageError,
     StreamLimits,
     WallClock,
     open_actor_system,
@@ -248,4 +249,45 @@ async def test_a_restart_resumes_sessions_and_expires_the_absent(
             assert a2.of("roster")[0]["peers"] == [a.session_id, b.session_id]
             await trio.sleep(40)  # b never came back: its grace counted from the restart
             assert a2.of("roster")[-1]["peers"] == [a.session_id]
+        nursery.cancel_scope.cancel()
+
+
+class CommitsFail(MemoryBackend):
+    """Reads work, commits fail while ``failing`` (a full disk)."""
+
+    failing = False
+
+    async def commit(self, actor: Any, writes: Any) -> None:
+        if self.failing:
+            raise StorageError("disk full")
+        await super().commit(actor, writes)
+
+
+async def test_what_a_failed_commit_would_have_announced_is_never_sent(
+    autojump_clock: Any,
+) -> None:
+    """Effects on other streams wait for their handler's writes to be durable: a connect
+    or a leave whose commit fails shows nobody a new roster or a bye."""
+    backend = CommitsFail()
+    async with rooms(backend) as system, trio.open_nursery() as nursery:
+        a = await connect(system, nursery)
+        b = await connect(system, nursery)
+        before = (list(a.events), list(b.events))
+        room = system.get("rooms", "r")
+        backend.failing = True
+        with pytest.raises(StorageError):
+            await room.ask(Connect())
+        with pytest.raises(StorageError):
+            await room.ask(Leave(b.session_id, b.token))
+        await trio.testing.wait_all_tasks_blocked()
+        assert (a.events, b.events) == before and not b.ended.is_set()
+        backend.failing = False
+        c = await connect(system, nursery)
+        await trio.testing.wait_all_tasks_blocked()
+        roster = [a.session_id, b.session_id, c.session_id]
+        assert a.of("roster")[-1]["peers"] == b.of("roster")[-1]["peers"] == roster
+        assert isinstance(await room.ask(Leave(b.session_id, b.token)), Done)
+        await trio.testing.wait_all_tasks_blocked()
+        assert b.events[-1][1:] == ("bye", {"reason": "left"})
+        assert a.of("roster")[-1]["peers"] == [a.session_id, c.session_id]
         nursery.cancel_scope.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 
 from roomkeeper_actors.signaling.state import (
     ID_SPAN,
+    ROOM_FULL,
     Accepted,
     Connected,
     Emit,
@@ -687,3 +689,126 @@ def test_tokens_do_not_appear_in_reprs() -> None:
     assert "tok-1" not in repr(conn)
     assert "tok-1" not in repr(fresh(1))
     assert "tok-1" not in repr(state.session_info("sid-1"))
+
+
+# -- room size and refused new sessions -------------------------------------------------------
+def test_a_full_room_refuses_new_sessions_with_409() -> None:
+    state = RoomState("r", RoomConfig(max_peers=2))
+    join(state, 1)
+    join(state, 2)
+    state.take_writes()
+    result = rejected(
+        state.connect(T0, session_id=None, token=None, last_event_id=None, fresh=fresh(3)),
+        ROOM_FULL,
+    )
+    assert "full" in result.reason and result.retry_after is None and result.effects == []
+    assert state.roster() == ["sid-1", "sid-2"]
+    assert state.take_writes() == ({}, set())  # nothing of the refused session is kept
+    # An unknown session id or event id asks for a new session too.
+    rejected(resume(state, 9), ROOM_FULL)
+    rejected(
+        state.connect(T0, session_id=None, token=None, last_event_id=5, fresh=fresh(3)), ROOM_FULL
+    )
+
+
+def test_a_full_room_still_lets_its_sessions_resume() -> None:
+    state = RoomState("r", RoomConfig(max_peers=2))
+    first = join(state, 1)
+    join(state, 2)
+    state.disconnected(T0, "sid-2", 0)  # a session in its grace period holds its seat
+    rejected(
+        state.connect(T0, session_id=None, token=None, last_event_id=None, fresh=fresh(3)), 409
+    )
+    assert isinstance(resume(state, 2, T0 + 1), Connected)
+    assert isinstance(resume(state, 1, T0 + 1), Connected)  # a replacing stream too
+    by_id = state.connect(
+        T0 + 1, session_id=None, token=None, last_event_id=first.id_floor + 1, fresh=fresh(3)
+    )
+    assert isinstance(by_id, Connected) and by_id.resumed
+
+
+def test_a_seat_frees_when_a_session_leaves_or_expires() -> None:
+    state = RoomState("r", RoomConfig(max_peers=2, grace=30))
+    join(state, 1)
+    join(state, 2)
+    ok(state.leave(T0, sender="sid-1", token="tok-1"))
+    join(state, 3)
+    state.disconnected(T0, "sid-3", 0)
+    rejected(
+        state.connect(T0, session_id=None, token=None, last_event_id=None, fresh=fresh(4)), 409
+    )
+    # The expiry that frees the seat happens in the same call, with its roster event.
+    conn = join(state, 4, T0 + 30)
+    assert state.roster() == ["sid-2", "sid-4"]
+    assert conn.effects == [Emit("sid-2", "roster", {"peers": ["sid-2", "sid-4"]})]
+
+
+def test_a_refused_new_session_still_reports_an_expiry_meanwhile() -> None:
+    state = RoomState("r", RoomConfig(max_peers=2, grace=30))
+    join(state, 1)
+    join(state, 2)
+    state.disconnected(T0, "sid-2", 0)
+    refusal = Rejected(403, "ticket needed")
+    result = state.connect(
+        T0 + 30, session_id=None, token=None, last_event_id=None, fresh=fresh(3), refuse_new=refusal
+    )
+    result = rejected(result, 403)
+    assert result.reason == "ticket needed"
+    assert result.effects == [Emit("sid-1", "roster", {"peers": ["sid-1"]})]
+
+
+def test_refuse_new_comes_before_a_full_room_and_spares_resumption() -> None:
+    state = RoomState("r", RoomConfig(max_peers=1))
+    join(state, 1)
+    refusal = Rejected(429, "slow down", retry_after=7)
+    result = state.connect(
+        T0, session_id=None, token=None, last_event_id=None, fresh=fresh(2), refuse_new=refusal
+    )
+    assert rejected(result, 429) == refusal
+    resumed = state.connect(
+        T0,
+        session_id="sid-1",
+        token="tok-1",
+        last_event_id=None,
+        fresh=fresh(2),
+        refuse_new=refusal,
+    )
+    assert isinstance(resumed, Connected) and resumed.resumed
+    # A wrong token is still a 403 of its own, not the caller's refusal.
+    wrong = state.connect(
+        T0,
+        session_id="sid-1",
+        token="tok-x",
+        last_event_id=None,
+        fresh=fresh(2),
+        refuse_new=refusal,
+    )
+    assert rejected(wrong, 403).reason == "wrong or missing token"
+
+
+# -- tokens are compared in constant time -------------------------------------------------------
+def test_every_token_check_is_hmac_compare_digest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decision is compare_digest's: a spy that always says yes lets a wrong token
+    through, one that always says no stops the right one."""
+    state = RoomState("r")
+    join(state, 1)
+    join(state, 2)
+    calls: list[tuple[bytes, bytes]] = []
+    verdict = True
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return verdict
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    assert isinstance(resume(state, 1, token="forged"), Connected)
+    ok(state.signal(T0, sender="sid-1", token="forged", to="sid-2", payload={}, request_id=None))
+    assert calls == [(b"forged", b"tok-1"), (b"forged", b"tok-1")]
+    verdict = False
+    rejected(resume(state, 2), 403)
+    rejected(send(state, 2, 1), 403)
+    rejected(state.leave(T0, sender="sid-2", token="tok-2"), 403)
+    assert calls[2:] == [(b"tok-2", b"tok-2")] * 3
+    verdict = True
+    ok(state.leave(T0, sender="sid-2", token="not-it"))
+    assert state.roster() == ["sid-1"]

@@ -16,10 +16,17 @@ import attrs
 from hypothesis import HealthCheck, settings
 from hypothesis import event as note_event
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from roomkeeper_actors.signaling.state import (
     ID_SPAN,
+    ROOM_FULL,
     Accepted,
     Connected,
     Effect,
@@ -32,7 +39,9 @@ from roomkeeper_actors.signaling.state import (
 )
 
 # No rate limit here (unit tests cover it); a small queue so that 503 happens; history
-# and request-id windows big enough that nothing is forgotten within one run.
+# and request-id windows big enough that nothing is forgotten within one run. Each run
+# lets a room hold as many sessions as there are clients, or one fewer (see ``cap``), so
+# that full rooms happen.
 CONFIG = RoomConfig(
     grace=10.0,
     queue_limit=2,
@@ -40,7 +49,9 @@ CONFIG = RoomConfig(
     rate_refill=1.0,
     replay_limit=100_000,
     idempotency_window=100_000,
+    max_peers=3,
 )
+REFUSED = Rejected(403, "no ticket")
 PICK = st.integers(0, 99)
 DT = st.sampled_from([0.0, 0.0, 0.0, 0.001, 1.0, 1.0, 4.0, 11.0])
 MODES = st.sampled_from(["token", "token", "no_last_id", "last_id_only", "wrong_token"])
@@ -85,7 +96,8 @@ class Model:
 class RoomMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.state = RoomState("room", CONFIG)
+        self.config = CONFIG
+        self.state = RoomState("room", self.config)
         self.now = 1_000_000.0
         self.store: dict[str, Any] = {}
         self.clients = [Client() for _ in range(3)]
@@ -186,13 +198,18 @@ class RoomMachine(RuleBasedStateMachine):
         del self.streams[stream.sid]
         stream.owner.stream = None
         model = self.live[stream.sid]
-        model.connected, model.expires_at = False, self.now + CONFIG.grace
+        model.connected, model.expires_at = False, self.now + self.config.grace
         effects = self.state.disconnected(self.now, stream.sid, stream.last_id)
         self._perform(effects, False, None)
 
     # -- rules -----------------------------------------------------------------------------
-    @rule(c=PICK, mode=MODES, dt=DT)
-    def open_stream(self, c: int, mode: str, dt: float) -> None:
+    @initialize(cap=st.sampled_from([2, 3]))
+    def room_size(self, cap: int) -> None:
+        self.config = attrs.evolve(CONFIG, max_peers=cap)
+        self.state = RoomState("room", self.config)
+
+    @rule(c=PICK, mode=MODES, dt=DT, refuse=st.sampled_from([False, False, False, True]))
+    def open_stream(self, c: int, mode: str, dt: float, refuse: bool) -> None:
         client = self._pick(self.clients, c)
         if client.sid is None:
             mode = "new"
@@ -209,10 +226,20 @@ class RoomMachine(RuleBasedStateMachine):
             "wrong_token": {"session_id": sid, "token": f"{token}!", "last_event_id": None},
         }
         args = table[mode]
-        result = self.state.connect(self.now, fresh=fresh, **args)
+        refuse_new = REFUSED if refuse else None
+        result = self.state.connect(self.now, fresh=fresh, refuse_new=refuse_new, **args)
         live = sid in self.live
         if mode == "wrong_token" and live:
             assert isinstance(result, Rejected) and result.status == 403
+            self._perform(result.effects, changed, None)
+            self._commit()
+            return
+        if not (mode != "new" and live) and (refuse or len(self.live) >= self.config.max_peers):
+            # A new session is refused: the caller's refusal first, else the room is full.
+            assert isinstance(result, Rejected)
+            expected = REFUSED if refuse else Rejected(ROOM_FULL, result.reason)
+            assert (result.status, result.reason) == (expected.status, expected.reason)
+            note_event(f"connect refused: {result.status}")
             self._perform(result.effects, changed, None)
             self._commit()
             return
@@ -324,7 +351,7 @@ class RoomMachine(RuleBasedStateMachine):
             status = 0  # a duplicate: accepted, nothing delivered
         elif recipient is None:
             status = 404
-        elif not recipient.connected and len(recipient.queue) >= CONFIG.queue_limit:
+        elif not recipient.connected and len(recipient.queue) >= self.config.queue_limit:
             status = 503
         else:
             status = 200
@@ -414,6 +441,10 @@ class RoomMachine(RuleBasedStateMachine):
         result = self.state.connect(
             self.now, session_id=sid, token=given, last_event_id=None, fresh=self._fresh()
         )
+        if len(before) >= self.config.max_peers:
+            assert isinstance(result, Rejected) and result.status == ROOM_FULL
+            assert result.effects == [] and self.state.roster() == before
+            return
         assert isinstance(result, Connected) and not result.resumed and result.session_id != sid
         # Undo that new session so the model stays as it was.
         undo = self.state.leave(self.now, sender=result.session_id, token=result.token)
@@ -434,7 +465,7 @@ class RoomMachine(RuleBasedStateMachine):
         for model in self.live.values():
             model.saved_rids = set(model.rids)
         before = [self.state.session_info(sid) for sid in self.state.roster()]
-        self.state = RoomState.restore("room", CONFIG, self.store)
+        self.state = RoomState.restore("room", self.config, self.store)
         assert [self.state.session_info(sid) for sid in self.state.roster()] == before
         self._commit()
 
@@ -442,7 +473,7 @@ class RoomMachine(RuleBasedStateMachine):
         """The process dies (memory lost, only committed writes left) and restarts; the
         runtime then reports every stream it had as lost. Request ids and replay history
         are back as of the last hibernation, if any."""
-        self.state = RoomState.restore("room", CONFIG, self.store)
+        self.state = RoomState.restore("room", self.config, self.store)
         for model in self.live.values():
             model.rids = set(model.saved_rids)
         for sid in self.live:
@@ -459,7 +490,7 @@ class RoomMachine(RuleBasedStateMachine):
             stream.owner.stream = None
         for stream in lost:
             model = self.live[stream.sid]
-            model.connected, model.expires_at = False, self.now + CONFIG.grace
+            model.connected, model.expires_at = False, self.now + self.config.grace
             effects = self.state.disconnected(self.now, stream.sid, stream.last_id)
             assert all(isinstance(e, Emit) and e.event == "roster" for e in effects)
         self._commit()
@@ -535,7 +566,7 @@ class RoomMachine(RuleBasedStateMachine):
 
     @invariant()
     def storage_restores_the_same_room(self) -> None:
-        again = RoomState.restore("room", CONFIG, self.store)
+        again = RoomState.restore("room", self.config, self.store)
         assert again.roster() == self.state.roster()
         for sid in again.roster():
             mine, theirs = again.session_info(sid), self.state.session_info(sid)

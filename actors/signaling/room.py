@@ -63,11 +63,9 @@ class Room(Actor):
     What a handler tells other streams (roster changes, a ``bye``, signals) must not run
     ahead of its writes: if the commit fails, the request is answered 503 and nothing of
     it may have been announced (no roster with a session that was never made, no ``bye
-    left`` for a session that is still there). So a handler that wrote something holds
-    those effects, and the instance's next handler carries them out first: it runs only
-    if the commit succeeded, since a failed commit drops the instance and what it held.
-    An alarm due at once brings that next handler about. A handler that wrote nothing
-    (a signal to a connected peer, the common case) carries its effects out at once."""
+    left`` for a session that is still there). So a handler that wrote something carries
+    those effects out through ``ctx.after_commit``; a handler that wrote nothing (a signal
+    to a connected peer, the common case) carries them out at once."""
 
     def __init__(self, ctx: ActorContext) -> None:
         super().__init__(ctx)
@@ -83,27 +81,21 @@ class Room(Actor):
         for sid in self.state.sessions_connected():
             if sid not in self.streams:
                 self.state.disconnected(now, sid, 0)
-        self._held: list[Effect] = []
-
-    def _release(self) -> None:
-        """Carry out what the previous handler held: its writes are durable."""
-        if self._held:
-            held, self._held = self._held, []
-            self._perform(held)
 
     def _finish(self, effects: list[Effect]) -> None:
         """Persist the handler's writes, then carry out its effects on other streams: at
         once if it wrote nothing, else once the writes are durable (see the class)."""
         if self._persist() and effects:
-            self._held.extend(effects)
-            self.ctx.set_alarm(self.ctx.now())
+            self.ctx.after_commit(lambda: self._carry_out(effects))
         else:
-            self._perform(effects)
-            self._persist()
+            self._carry_out(effects)
+
+    def _carry_out(self, effects: list[Effect]) -> None:
+        self._perform(effects)
+        self._persist()  # a signal whose stream ended meanwhile was queued: store it
 
     # -- messages ----------------------------------------------------------------------
     async def on_message(self, message: Any) -> Any:
-        self._release()
         now = self.ctx.now()
         if isinstance(message, Signal):
             result = self.state.signal(
@@ -156,7 +148,6 @@ class Room(Actor):
 
     # -- runtime events ----------------------------------------------------------------
     async def on_stream_closed(self, stream: StreamInfo, reason: str) -> None:
-        self._release()
         sid = stream.attachment.get("session_id")
         if sid is None or self.streams.get(sid, stream.stream_id) != stream.stream_id:
             return  # an old stream of a session that has a newer one
@@ -164,11 +155,9 @@ class Room(Actor):
         self._finish(self.state.disconnected(self.ctx.now(), sid, stream.last_id))
 
     async def on_alarm(self) -> None:
-        self._release()
         self._finish(self.state.expire(self.ctx.now()))
 
     async def on_hibernate(self) -> None:
-        self._release()
         self._persist()
         for key, value in self.state.volatile_writes().items():
             self.ctx.storage.put(key, value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import outcome
@@ -26,7 +27,16 @@ RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 class Activation:
     """The live form of one actor. Its task handles envelopes one at a time."""
 
-    __slots__ = ("actor_id", "instance", "mailbox", "namespace", "storage", "system", "wake")
+    __slots__ = (
+        "actor_id",
+        "after",
+        "instance",
+        "mailbox",
+        "namespace",
+        "storage",
+        "system",
+        "wake",
+    )
 
     def __init__(self, system: ActorSystem, namespace: Namespace, actor_id: ActorId) -> None:
         self.system = system
@@ -36,6 +46,7 @@ class Activation:
         self.instance: Actor | None = None
         self.storage: Storage | None = None
         self.wake: str | None = None
+        self.after: list[Callable[[], None]] = []
 
     async def run(self) -> None:
         """Handle envelopes until idle for ``hibernate_after`` (or told to stop)."""
@@ -67,6 +78,7 @@ class Activation:
         """Forget the instance; the next envelope rebuilds it from storage."""
         self.instance = None
         self.storage = None
+        self.after.clear()
 
     async def _hibernate(self) -> bool:
         """Give the actor its last word and drop it; False if work arrived meanwhile."""
@@ -140,6 +152,8 @@ class Activation:
                 return self._fail(envelope, exc)
             if self.storage is not None:
                 self.storage.apply(writes)
+        if self.after:
+            await self._after_commit()
         took = trio.current_time() - started
         if envelope is not None:
             self.system.stats_for(self.namespace).on_handled(took)
@@ -148,6 +162,31 @@ class Activation:
         if envelope is not None:
             envelope.resolve(outcome.Value(result))
         return True
+
+    async def _after_commit(self) -> None:
+        """Run what the handler deferred until its writes were durable, then commit what
+        those callbacks wrote, before the reply (so the output gate still holds)."""
+        callbacks, self.after = self.after, []
+        try:
+            for callback in callbacks:
+                callback()
+        except Exception:
+            log.exception("after-commit callback failed in actor %s", self.actor_id)
+            self._reset()
+            return
+        if self.storage is None:
+            return
+        writes = self.storage.take()
+        if writes:
+            try:
+                await self.system._commit(self.actor_id, writes)
+            except StorageError as exc:
+                log.error("follow-up commit failed in actor %s: %s", self.actor_id, exc)
+                self._close_uncommitted(writes.streams_added)
+                self._reset()
+                return
+            if self.storage is not None:
+                self.storage.apply(writes)
 
     def _trace_handled(
         self, envelope: Envelope | None, took: float, *, ok: bool, wrote: bool

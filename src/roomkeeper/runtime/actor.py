@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .ids import ActorId
@@ -39,6 +40,12 @@ class ActorContext:
 
     def delete_alarm(self) -> None:
         self.storage.set_alarm(None)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once this message's writes are durable (at once after the
+        handler if it wrote nothing); never if the handler raises or the commit fails.
+        What it writes is committed right after, before the reply."""
+        self._activation.after.append(callback)
 
     # -- streams ---------------------------------------------------------------------
     def accept_stream(self, attachment: Any, *, id_base: int = 0, id_floor: int = 0) -> str:

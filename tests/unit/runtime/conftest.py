@@ -71,6 +71,10 @@ class Counter(Actor):
             self.seen.append(args[0])
             await trio.lowlevel.checkpoint()
             return list(self.seen)
+        if op == "after":  # a write, and an event once it is durable
+            self.ctx.storage.put("n", args[0])
+            self.ctx.after_commit(lambda: self.events.append(("after", args[0])))
+            return None
         if op == "boom":
             self.ctx.storage.put("n", -1)
             raise ValueError("boom")

@@ -133,3 +133,23 @@ async def test_cancelled_ask_does_not_break_the_actor(autojump_clock: Any) -> No
             await stub.ask(("slow", 5))
         assert await stub.ask(("get",)) == 0
         assert await stub.ask(("add", 1)) == 1
+
+
+async def test_after_commit_runs_only_once_the_writes_are_durable() -> None:
+    backend = GatedBackend()
+    events: list[tuple[str, Any]] = []
+    async with system(backend=backend, events=events) as sys:
+        stub = sys.get("counters", "a")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stub.ask, ("after", 1))
+            await backend.committing.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            assert events == []  # not before the commit
+            backend.release.set()
+        assert events == [("after", 1)]
+        backend.fail = True
+        with pytest.raises(StorageError):
+            await stub.ask(("after", 2))
+        backend.fail = False
+        assert await stub.ask(("get",)) == 1
+        assert events == [("after", 1)]  # never for a commit that failed

@@ -472,10 +472,15 @@ class RoomMachine(RuleBasedStateMachine):
     def _crash(self, dt: float) -> None:
         """The process dies (memory lost, only committed writes left) and restarts; the
         runtime then reports every stream it had as lost. Request ids and replay history
-        are back as of the last hibernation, if any."""
+        are back as of the last hibernation, if any, plus the request ids of signals
+        still queued (stored with them, so that a retry is not queued twice)."""
         self.state = RoomState.restore("room", self.config, self.store)
-        for model in self.live.values():
-            model.rids = set(model.saved_rids)
+        queued_rids: dict[str, set[str]] = {}
+        for key, value in self.store.items():
+            if key.startswith("q/") and "rid" in value:
+                queued_rids.setdefault(value["from"], set()).add(value["rid"])
+        for sid, model in self.live.items():
+            model.rids = set(model.saved_rids) | queued_rids.get(sid, set())
         for sid in self.live:
             self._excuse_unread(sid)
         lost = list(self.streams.values())

@@ -177,8 +177,6 @@ def _sessions(values: Mapping[str, bytes]) -> list[dict[str, Any]]:
 
 
 def _session(info: Any) -> dict[str, Any]:
-    """A session's public facts; the high-water mark as a string (it exceeds 64 bits)."""
-    fields = attrs.asdict(info, filter=lambda a, _: "token" not in a.name)
-    if "id_hwm" in fields:
-        fields["id_hwm"] = str(fields["id_hwm"])
-    return fields
+    """A session's public facts. Neither its token nor any of its event ids: an event id
+    is a credential too (``Last-Event-ID`` alone resumes the session)."""
+    return attrs.asdict(info, filter=lambda a, _: "token" not in a.name and a.name != "id_hwm")

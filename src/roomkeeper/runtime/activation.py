@@ -63,6 +63,7 @@ class Activation:
                 else:
                     await self._handle(envelope)
         finally:
+            self._reset()  # no activation <-> actor cycle left for the cyclic GC
             self.system._retire(self)
 
     # -- lifecycle -------------------------------------------------------------------

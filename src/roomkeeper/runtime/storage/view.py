@@ -11,7 +11,9 @@ from .base import UNCHANGED, WriteSet
 def encode(value: Any) -> bytes:
     """JSON text of a value; raises TypeError for anything JSON cannot hold."""
     try:
-        return dumps(value)
+        # orjson's bytes carry ~4 KB of spare capacity; stored values live long, so copy
+        # them to their size.
+        return bytes(memoryview(dumps(value)))
     except TypeError as exc:
         raise TypeError(f"storage values must be JSON-serialisable: {exc}") from exc
 

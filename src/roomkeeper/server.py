@@ -28,6 +28,8 @@ from roomkeeper_actors.signaling.room import RoomEnv
 from .config import MEMORY, Config, ConfigError
 from .http.app import ROOMS, AppSettings, create_app
 from .http.codec import SseCodec
+from .http.cors import CorsPolicy
+from .http.fastpath import SignalFastPath
 from .http.guard import guard_connections
 from .observe import TimedBackend, observability, setup_logging, trace_to_file
 from .runtime import (
@@ -169,8 +171,17 @@ async def run(
         backend=backend,
         config=runtime_config(config),
     ) as system:
-        app = create_app(system, app_settings(config))
+        settings = app_settings(config)
+        app = create_app(system, settings)
         observability(app).enable_admin(config.admin_token)
+        asgi = SignalFastPath(
+            ShieldFinalSend(app),
+            system,
+            observability(app),
+            CorsPolicy(settings.cors_origins),
+            max_body=settings.max_body,
+            body_timeout=settings.body_timeout,
+        )
 
         async def shutdown_trigger() -> None:
             await stopping.wait()
@@ -187,7 +198,7 @@ async def run(
             ) -> None:
                 hc = hypercorn_config(config)
                 await serve(
-                    ShieldFinalSend(app),
+                    asgi,
                     hc,
                     shutdown_trigger=shutdown_trigger,
                     task_status=task_status,

@@ -32,6 +32,7 @@ from .limits import (
     StreamSlot,
 )
 from .parsing import (
+    HeaderLookup,
     body_length,
     connect_credentials,
     last_event_id,
@@ -86,6 +87,32 @@ async def _counted(
         await chunks.aclose()
 
 
+async def ask_room(system: ActorSystem, room: str, message: Any) -> Any:
+    """The room's reply to ``message``; failures and refusals as `ApiError`."""
+    try:
+        reply = await system.get(ROOMS, room).ask(message)
+    except Overloaded as exc:
+        raise ApiError(503, f"Service Unavailable: {exc}", {"Retry-After": "1"}) from exc
+    except StorageError as exc:
+        log.error("storage error in room %s: %s", system.get(ROOMS, room).id, exc)
+        raise ApiError(503, "Service Unavailable: storage failed", {"Retry-After": "1"}) from exc
+    except HandlerError as exc:
+        raise ApiError(500, "Internal Server Error: the room failed") from exc
+    if isinstance(reply, Refused):
+        extra = {} if reply.retry_after is None else {"Retry-After": str(reply.retry_after)}
+        raise ApiError(reply.status, reply.reason, extra)
+    return reply
+
+
+async def relay_signal(
+    system: ActorSystem, room: str, body: Mapping[str, Any], headers: HeaderLookup
+) -> None:
+    """``POST /api/signal`` once its body is read: check it, hand it to the room."""
+    sender, token = post_credentials(body, headers)
+    to, payload, request_id = signal_fields(body)
+    await ask_room(system, room, Signal(sender, token, to, payload, request_id))
+
+
 def create_app(system: ActorSystem, settings: AppSettings | None = None) -> QuartTrio:
     """The Quart-Trio application serving the signaling API on top of ``system``."""
     settings = settings or AppSettings()
@@ -106,21 +133,7 @@ def create_app(system: ActorSystem, settings: AppSettings | None = None) -> Quar
     openapi = resources.files("roomkeeper.http").joinpath("openapi.json").read_bytes()
 
     async def ask(room: str, message: Any) -> Any:
-        try:
-            reply = await system.get(ROOMS, room).ask(message)
-        except Overloaded as exc:
-            raise ApiError(503, f"Service Unavailable: {exc}", {"Retry-After": "1"}) from exc
-        except StorageError as exc:
-            log.error("storage error in room %s: %s", system.get(ROOMS, room).id, exc)
-            raise ApiError(
-                503, "Service Unavailable: storage failed", {"Retry-After": "1"}
-            ) from exc
-        except HandlerError as exc:
-            raise ApiError(500, "Internal Server Error: the room failed") from exc
-        if isinstance(reply, Refused):
-            extra = {} if reply.retry_after is None else {"Retry-After": str(reply.retry_after)}
-            raise ApiError(reply.status, reply.reason, extra)
-        return reply
+        return await ask_room(system, room, message)
 
     def admit(room: str, query: Mapping[str, str], address: str) -> tuple[Refused | None, bool]:
         """What a connect that would make a new session gets instead, if anything, and
@@ -201,10 +214,10 @@ def create_app(system: ActorSystem, settings: AppSettings | None = None) -> Quar
 
     @app.post("/api/signal")
     async def signal() -> Response:
+        # Served by SignalFastPath (fastpath.py) in the server; this route is the same
+        # answer for apps mounted without it (Quart's test client, say).
         room, body = await post_body()
-        sender, token = post_credentials(body, request.headers)
-        to, payload, request_id = signal_fields(body)
-        await ask(room, Signal(sender, token, to, payload, request_id))
+        await relay_signal(system, room, body, request.headers)
         return _json(SUCCESS)
 
     @app.post("/api/leave")

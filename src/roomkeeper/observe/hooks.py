@@ -95,10 +95,17 @@ class Observability:
         served = _served.get()
         if served is None or served.request is not req:  # an earlier hook answered first
             served = _Served(req, now, new_request_id())
-        elapsed = now - served.started
         route = served.route or self.route(req)
         method = req.method if req.method in HTTP_METHODS else OTHER
         status = response.status_code
+        self.record(route, method, status, now - served.started, req.query_string)
+        response.headers["X-Request-Id"] = served.request_id
+        return response
+
+    def record(
+        self, route: str, method: str, status: int, elapsed: float, query_string: bytes
+    ) -> None:
+        """Count and time one answered request, log it, and note its room's activity."""
         metrics = self.metrics
         key = (route, method, status)
         counter = self._counted.get(key)
@@ -112,12 +119,11 @@ class Observability:
         if route == SIGNAL_ROUTE and method == "POST" and status == 200:
             metrics.signals_relayed.inc()
             metrics.signal_delivery.observe(elapsed)
-        response.headers["X-Request-Id"] = served.request_id
         level = logging.WARNING if status >= 500 else logging.DEBUG
         logged = access_log.isEnabledFor(level)
         tracker = self.admin.tracker
         touched = tracker is not None and status < 400 and method in ("GET", "POST")
-        actor = self._actor(req, route) if logged or touched else None
+        actor = self._actor(query_string, route) if logged or touched else None
         if logged:
             fields: dict[str, object] = {
                 "method": method,
@@ -132,15 +138,14 @@ class Observability:
             )
         if touched and tracker is not None and actor is not None:
             tracker.touch(actor)
-        return response
 
-    def _actor(self, req: Request, route: str) -> ActorId | None:
+    def _actor(self, query_string: bytes, route: str) -> ActorId | None:
         """The id of the room an API request named, if any (logs show its short form,
         never the room's name)."""
         if not route.startswith("/api/"):
             return None
         try:
-            room = room_from(parse_query(req.query_string))
+            room = room_from(parse_query(query_string))
         except Exception:
             return None
         return ActorId(self.namespace, room)

@@ -8,7 +8,6 @@ so ids keep growing across streams and restarts without a write per event.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, Protocol
 
@@ -77,7 +76,7 @@ class Stream:
         self.attachment = attachment
         self.id_base = id_base
         self.last_id = id_floor
-        self.buffer: deque[bytes] = deque()
+        self.buffer: list[bytes] = []  # a list: an empty deque holds a 500-byte block
         self.buffered = 0
         self.closed = False
         self.close_reason = ""
@@ -168,7 +167,7 @@ class StreamRegistry:
         stream.closed = True
         stream.close_reason = reason
         if not keep_buffer:
-            stream.buffer.clear()
+            stream.buffer = []
             stream.buffered = 0
         if stream.claimed or not stream.buffer:
             self._streams.pop(stream.stream_id, None)
@@ -192,7 +191,7 @@ class StreamRegistry:
             while True:
                 if stream.buffer:
                     chunk = b"".join(stream.buffer)
-                    stream.buffer.clear()
+                    stream.buffer = []
                     stream.buffered = 0
                     yield chunk
                 elif stream.closed:

@@ -87,7 +87,9 @@ class Activation:
             await self._transact(None, lambda actor: actor.on_hibernate())
         if len(self.mailbox):
             return False
-        self.system._hibernated(self)
+        storage = self.storage
+        empty = storage is not None and storage.empty and not self.system.streams.of(self.actor_id)
+        self.system._hibernated(self, empty)
         return True
 
     async def _stop(self) -> None:

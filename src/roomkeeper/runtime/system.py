@@ -65,7 +65,7 @@ class Namespace:
         self.actor_class = resolve_actor(binding.actor)
         self.env = binding.env
         self.live: dict[ActorId, Activation] = {}
-        self.known: set[str] = set()  # hex ids activated in this process
+        self.known: set[str] = set()  # hex ids activated here and not gone empty
         self.stats = NamespaceStats()
 
 
@@ -214,8 +214,13 @@ class ActorSystem:
         ns.known.add(key)
         activation.wake = None
 
-    def _hibernated(self, activation: Activation) -> None:
+    def _hibernated(self, activation: Activation, empty: bool) -> None:
+        """``empty``: nothing stored, no alarm, no stream. Such an actor is as if it had
+        never been (a room whose sessions all ended): it is not kept as hibernated, so
+        ``known`` holds only actors with something to come back to."""
         activation.namespace.stats.hibernations += 1
+        if empty:
+            activation.namespace.known.discard(activation.actor_id.hex)
         if self.observers:
             self.trace("hibernated", activation.actor_id)
 

@@ -30,6 +30,21 @@ async def test_idle_actor_hibernates_and_wakes_with_its_state(autojump_clock: An
         assert (snap.live, snap.activations, snap.wakes["message"]) == (1, 2, 1)
 
 
+async def test_an_actor_with_nothing_stored_is_forgotten_when_it_hibernates(
+    autojump_clock: Any,
+) -> None:
+    async with system(hibernate_after=10) as sys:
+        kept, empty = sys.get("counters", "kept"), sys.get("counters", "empty")
+        await kept.ask(("add", 1))
+        assert await empty.ask(("get",)) == 0  # reads, stores nothing
+        await trio.sleep(11)
+        snap = sys.snapshot()[0]
+        assert (snap.live, snap.hibernated, snap.hibernations) == (0, 1, 2)
+        assert await empty.ask(("get",)) == 0
+        snap = sys.snapshot()[0]
+        assert (snap.activations, snap.wakes["message"]) == (3, 0)  # a first activation
+
+
 async def test_busy_actor_does_not_hibernate(autojump_clock: Any) -> None:
     async with system(hibernate_after=10) as sys:
         stub = sys.get("counters", "a")

@@ -87,5 +87,10 @@ class Storage:
         self._writes = WriteSet()
 
     @property
+    def empty(self) -> bool:
+        """Nothing stored, nothing pending and no alarm."""
+        return not self._committed and self._alarm is None and not self._writes
+
+    @property
     def pending(self) -> WriteSet:
         return self._writes

@@ -16,7 +16,7 @@ no CORS, no metrics. Rooms are an in-memory dict ``{room: {session_id: channel}}
 
 It runs on Hypercorn's trio worker with the Hypercorn settings roomkeeper uses (access log
 off, ``keep_alive_max_requests`` 100,000, ``keep_alive_timeout`` 5 s, graceful timeout
-5 s). SIGTERM/SIGINT end every stream and stop the server.
+5 s, listen backlog 4,096). SIGTERM/SIGINT end every stream and stop the server.
 """
 
 from __future__ import annotations
@@ -110,6 +110,7 @@ def hypercorn_config(host: str, port: int) -> Config:
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 5.0
     config.keep_alive_max_requests = 100_000
+    config.backlog = 4096
     config.keep_alive_timeout = 5.0
     return config
 

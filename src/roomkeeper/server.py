@@ -135,6 +135,10 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.graceful_timeout = 5.0
     hc.keep_alive_max_requests = 100_000
+    # A reconnect storm (every client of a restarted server at once) overflows Hypercorn's
+    # default listen backlog of 100: the kernel drops SYNs and the clients' retries back
+    # off for up to two minutes. The kernel caps this at net.core.somaxconn.
+    hc.backlog = 4096
     # Idle connections close after this; a request's headers must arrive within it too
     # (Hypercorn's idle timer runs until a whole request head is in), which ends slowloris
     # headers. Hypercorn's read_timeout is left off: it would end every event stream whose

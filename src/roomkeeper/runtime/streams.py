@@ -215,10 +215,16 @@ class StreamRegistry:
         return positions
 
     async def run_ticker(self) -> None:
-        """Heartbeats on quiet streams; close streams nobody claimed in time."""
-        half = self.limits.heartbeat / 2
+        """Heartbeats on quiet streams; close streams nobody claimed in time.
+
+        It ticks ten times per interval and writes to a stream quiet for the interval
+        less one tick, so no stream is quiet for longer than the interval, and a quiet
+        one gets about one heartbeat per interval (ticking at half the interval would
+        need a heartbeat every half interval: twice the writes)."""
+        tick = self.limits.heartbeat / 10
+        quiet = self.limits.heartbeat - tick
         while True:
-            await trio.sleep(half)
+            await trio.sleep(tick)
             now = trio.current_time()
             event, data = self.codec.heartbeat(self.clock.now())
             for stream in list(self._streams.values()):
@@ -227,5 +233,5 @@ class StreamRegistry:
                     self._streams.pop(stream.stream_id, None)
                 elif stream.closed:
                     continue
-                elif now - stream.last_write >= half:
+                elif now - stream.last_write >= quiet:
                     self.send(stream, event, data)

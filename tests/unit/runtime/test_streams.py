@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,22 @@ async def test_heartbeats_flow_without_waking_a_hibernated_actor(autojump_clock:
             nursery.cancel_scope.cancel()
         got = ids(lines)
         assert got == sorted(set(got))
+
+
+async def test_a_quiet_stream_gets_one_heartbeat_per_interval_and_no_longer_gap(
+    autojump_clock: Any,
+) -> None:
+    async with system() as sys:  # heartbeat interval: 10 s
+        sid = await sys.get("counters", "a").ask(("stream", {"who": "x"}))
+        stream = sys.streams.get(sid)
+        assert stream is not None
+        writes: list[float] = [trio.current_time()]
+        with trio.move_on_after(300):
+            async for chunk in sys.streams.consume(stream):
+                writes += [trio.current_time()] * chunk.count(b" hb ")
+        gaps = [b - a for a, b in itertools.pairwise(writes)]
+        assert 30 <= len(gaps) <= 34  # about one a 10 s, not one every 5 s
+        assert max(gaps) <= 10
 
 
 async def test_consumer_going_away_is_told_to_the_actor(autojump_clock: Any) -> None:

@@ -4,6 +4,7 @@
     python bench/relay_bench.py                 # full: 3 rounds + hibernation, ~25 minutes
     python bench/relay_bench.py --quick         # a smoke run, about a minute
     python bench/relay_bench.py --profile DIR   # also py-spy both servers at full load
+    python bench/relay_bench.py --report FILE   # the tables and plot of a --save file
 
 Each server runs pinned to core 0 (``taskset -c 0``) and the load generator
 (bench/loadgen.py) to core 1. Rounds alternate which server goes first; the table gives
@@ -568,7 +569,8 @@ def sweep_medians(
     by_rate: dict[float, list[dict[str, Any]]] = {}
     for r in rounds:
         for point in r[kind].get("sweep", []):
-            by_rate.setdefault(point["rate"], []).append(point)
+            if point["rate"] in SWEEP:  # not the round's own "50 % of max" rate
+                by_rate.setdefault(point["rate"], []).append(point)
     out = []
     for rate in sorted(by_rate):
         points = by_rate[rate]
@@ -646,6 +648,57 @@ def raise_fd_limit(wanted: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def run(
+    args: argparse.Namespace, skip: set[str]
+) -> tuple[list[dict[str, dict[str, Any]]], list[dict[str, Any]], dict[str, Any]]:
+    """Every round, the hibernation runs and the profiles: the raw results."""
+    rounds: list[dict[str, dict[str, Any]]] = []
+    for i in range(args.rounds):
+        order = [RK, BL] if i % 2 == 0 else [BL, RK]
+        log(f"round {i + 1}/{args.rounds}: {' then '.join(order)}")
+        result: dict[str, dict[str, Any]] = {RK: {}, BL: {}}
+        if "relay" not in skip:
+            for kind, part in relay_round(args, order).items():
+                result[kind].update(part)
+        if "idle" not in skip:
+            for kind, part in idle_round(args, order).items():
+                result[kind]["idle"] = part
+        rounds.append(result)
+    hib = []
+    if "hibernation" not in skip:
+        for i in range(args.hibernation_rounds):
+            log(f"hibernation {i + 1}/{args.hibernation_rounds}: {args.rooms:,} rooms")
+            hib.append(hibernation_run(args))
+    profiled = profile(args) if args.profile else {}
+    return rounds, hib, profiled
+
+
+def report(
+    args: argparse.Namespace,
+    rounds: list[dict[str, dict[str, Any]]],
+    hib: list[dict[str, Any]],
+    profiled: dict[str, Any],
+) -> None:
+    """The tables, and the plot when there are latency sweeps."""
+    print(table(rounds, hib))
+    print("\nPer round:\n")
+    print(details(rounds, hib))
+    if any("sweep" in r[RK] for r in rounds):
+        print("\nLatency against offered load (medians; for the plot):\n")
+        print("| server | offered/s | delivered/s | p50 ms | p99 ms |")
+        print("|---|---:|---:|---:|---:|")
+        for kind in (RK, BL):
+            for rate, got, p50, p99 in sweep_medians(rounds, kind):
+                print(f"| {kind} | {rate:g} | {got:g} | {p50:.2f} | {p99:.2f} |")
+        problem = plot(rounds, args.plot)
+        shown = args.plot.relative_to(ROOT) if args.plot.is_relative_to(ROOT) else args.plot
+        print(f"\nplot: {problem or shown}")
+    for kind, prof in profiled.items():
+        print(f"\nprofile of {kind} at full load ({prof['samples']} samples):")
+        print(f"  self time by package: {json.dumps(prof['self_pct'])}")
+        print(f"  inclusive time of key frames: {json.dumps(prof['inclusive_pct'])}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0] if __doc__ else None,
@@ -671,6 +724,9 @@ def main() -> int:
         help=f"the PNG (default {PLOT.relative_to(ROOT)}; with --quick, a temporary file)",
     )
     parser.add_argument("--save", type=Path, help="write raw results (JSON) here")
+    parser.add_argument(
+        "--report", type=Path, help="run nothing: print the tables and plot of a --save file"
+    )
     parser.add_argument("--profile", help="directory: py-spy both servers at full load")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -691,41 +747,12 @@ def main() -> int:
     title = "quick" if args.quick else f"{args.rounds} rounds"
     print(f"# roomkeeper relay benchmark ({title})\n")
     print(f"machine: {machine()}\n")
-    rounds: list[dict[str, dict[str, Any]]] = []
-    for i in range(args.rounds):
-        order = [RK, BL] if i % 2 == 0 else [BL, RK]
-        log(f"round {i + 1}/{args.rounds}: {' then '.join(order)}")
-        result: dict[str, dict[str, Any]] = {RK: {}, BL: {}}
-        if "relay" not in skip:
-            for kind, part in relay_round(args, order).items():
-                result[kind].update(part)
-        if "idle" not in skip:
-            for kind, part in idle_round(args, order).items():
-                result[kind]["idle"] = part
-        rounds.append(result)
-    hib = []
-    if "hibernation" not in skip:
-        for i in range(args.hibernation_rounds):
-            log(f"hibernation {i + 1}/{args.hibernation_rounds}: {args.rooms:,} rooms")
-            hib.append(hibernation_run(args))
-    profiled = profile(args) if args.profile else {}
-    print(table(rounds, hib))
-    print("\nPer round:\n")
-    print(details(rounds, hib))
-    if "relay" not in skip:
-        print("\nLatency against offered load (medians; for the plot):\n")
-        print("| server | offered/s | delivered/s | p50 ms | p99 ms |")
-        print("|---|---:|---:|---:|---:|")
-        for kind in (RK, BL):
-            for rate, got, p50, p99 in sweep_medians(rounds, kind):
-                print(f"| {kind} | {rate:g} | {got:g} | {p50:.2f} | {p99:.2f} |")
-        problem = plot(rounds, args.plot)
-        shown = args.plot.relative_to(ROOT) if args.plot.is_relative_to(ROOT) else args.plot
-        print(f"\nplot: {problem or shown}")
-    for kind, prof in profiled.items():
-        print(f"\nprofile of {kind} at full load ({prof['samples']} samples):")
-        print(f"  self time by package: {json.dumps(prof['self_pct'])}")
-        print(f"  inclusive time of key frames: {json.dumps(prof['inclusive_pct'])}")
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        rounds, hib, profiled = saved["rounds"], saved["hibernation"], saved.get("profile", {})
+    else:
+        rounds, hib, profiled = run(args, skip)
+    report(args, rounds, hib, profiled)
     if args.save:
         args.save.write_text(
             json.dumps({"rounds": rounds, "hibernation": hib, "profile": profiled}, indent=1)

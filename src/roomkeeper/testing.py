@@ -23,6 +23,7 @@ import attrs
 import trio
 
 from .config import Config
+from .groups import reraise_single, unwrap
 
 if TYPE_CHECKING:
     from roomkeeper_actors.signaling import SessionInfo
@@ -129,7 +130,7 @@ class EmbeddedServer:
         if not self._started.wait(timeout):
             raise TimeoutError(f"the embedded roomkeeper server did not start in {timeout} s")
         if self._error is not None:
-            raise _unwrap(self._error)
+            raise unwrap(self._error)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop gracefully (every stream gets ``bye shutdown``) and wait for the thread.
@@ -143,7 +144,7 @@ class EmbeddedServer:
             raise TimeoutError(f"the embedded roomkeeper server did not stop in {timeout} s")
         error, self._error = self._error, None
         if error is not None:
-            raise RuntimeError("the embedded roomkeeper server failed") from _unwrap(error)
+            raise RuntimeError("the embedded roomkeeper server failed") from unwrap(error)
 
     def _in_server(self, fn: Callable[[ActorSystem], Awaitable[T]], timeout: float = 10.0) -> T:
         """Run ``fn(system)`` in the server's loop and wait for its result."""
@@ -250,24 +251,4 @@ async def serve_async(
             finally:
                 running.stop()
     except BaseExceptionGroup as group:
-        _reraise_single(group)
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """The one error inside (nested) single-member exception groups, or ``exc``."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
-def _reraise_single(group: BaseExceptionGroup[BaseException]) -> None:
-    """Raise the only exception of ``group`` as itself (keeping its context), or the group."""
-    inner = _unwrap(group)
-    if inner is group:
-        raise group
-    context = inner.__context__
-    try:
-        raise inner
-    finally:
-        inner.__context__ = context
-        del inner, context
+        reraise_single(group)

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import httpx
 import trio
 
+from ..groups import reraise_single
 from ..jsonutil import dumps, loads
 from .events import (
     Bye,
@@ -383,20 +384,5 @@ async def join(
                     await peer._close(leave_on_exit)
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            _reraise_single(group)
-
-
-def _reraise_single(group: BaseExceptionGroup[BaseException]) -> None:
-    """Raise the only exception of ``group`` as itself (keeping its context), or the group.
-    The background task never raises, so a group from `join` wraps the caller's error."""
-    inner: BaseException = group
-    while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
-        inner = inner.exceptions[0]
-    if inner is group:
-        raise group
-    context = inner.__context__
-    try:
-        raise inner
-    finally:
-        inner.__context__ = context
-        del inner, context
+            # The background task never raises: a group from here wraps the caller's error.
+            reraise_single(group)

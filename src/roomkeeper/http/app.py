@@ -33,11 +33,11 @@ from .limits import (
 )
 from .parsing import (
     HeaderLookup,
-    body_length,
     connect_credentials,
     last_event_id,
     parse_json_object,
     parse_query,
+    post_body_size,
     post_credentials,
     room_from,
     signal_fields,
@@ -155,14 +155,7 @@ def create_app(system: ActorSystem, settings: AppSettings | None = None) -> Quar
         A body left unread on a keep-alive connection can stall the next request on it, so
         the (bounded) body is read before the room is checked, and a request refused
         from its headers alone (411, 413) is answered with ``Connection: close``."""
-        try:
-            body_length(request.headers, settings.max_body)
-            if "Transfer-Encoding" in request.headers:
-                # Both framings at once: the shape of request smuggling (RFC 9112 6.3).
-                raise ApiError(400, "Content-Length and Transfer-Encoding together")
-        except ApiError as exc:
-            exc.headers["Connection"] = "close"
-            raise
+        post_body_size(request.headers, settings.max_body)
         body = await request.get_data(cache=False)
         assert isinstance(body, bytes)
         room = room_from(parse_query(request.query_string))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 
 import trio
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
@@ -22,7 +23,7 @@ from ..runtime import ActorSystem
 from .app import SUCCESS, relay_signal
 from .cors import CorsPolicy
 from .errors import ApiError, error_response
-from .parsing import body_length, parse_json_object, parse_query, room_from
+from .parsing import parse_json_object, parse_query, post_body_size, room_from
 
 __all__ = ["SignalFastPath"]
 
@@ -36,8 +37,8 @@ class AsgiHeaders:
 
     __slots__ = ("_raw",)
 
-    def __init__(self, raw: object) -> None:
-        self._raw: list[tuple[bytes, bytes]] = list(raw)  # type: ignore[call-overload]
+    def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
+        self._raw = raw  # Hypercorn's list: read as it is, not copied
 
     def get(self, key: str, /) -> str | None:
         name = key.lower().encode("latin-1")
@@ -119,12 +120,8 @@ class SignalFastPath:
         """The body, checked as the Quart route checks it: 411/413/400 from the headers
         alone (then the connection closes), 408 if it is not in within the timeout."""
         try:
-            size = body_length(headers, self.max_body)
-            if headers.get("Transfer-Encoding") is not None:
-                # Both framings at once: the shape of request smuggling (RFC 9112 6.3).
-                raise ApiError(400, "Content-Length and Transfer-Encoding together")
-        except ApiError as exc:
-            exc.headers["Connection"] = "close"
+            size = post_body_size(headers, self.max_body)
+        except ApiError:
             if headers.get("Content-Length") is None and headers.get("Transfer-Encoding") is None:
                 # No body by HTTP's rules: take its (immediate) end first. An answer sent
                 # before Hypercorn has read the request's end can be lost when more bytes

@@ -26,6 +26,7 @@ __all__ = [
     "last_event_id",
     "parse_json_object",
     "parse_query",
+    "post_body_size",
     "post_credentials",
     "room_from",
     "signal_fields",
@@ -124,6 +125,21 @@ def body_length(headers: HeaderLookup, max_body: int = MAX_BODY) -> int:
     if len(digits) > len(str(max_body)) or int(digits) > max_body:
         raise ApiError(413, f"Payload Too Large: Content-Length exceeds {max_body} bytes")
     return int(digits)
+
+
+def post_body_size(headers: HeaderLookup, max_body: int = MAX_BODY) -> int:
+    """The size of a POST body, from its headers alone (`body_length`), refusing
+    `Transfer-Encoding` beside it (400: the shape of request smuggling, RFC 9112 6.3).
+    A refusal says `Connection: close`: the body was not read, so the connection cannot
+    carry another request."""
+    try:
+        size = body_length(headers, max_body)
+        if headers.get("Transfer-Encoding") is not None:
+            raise ApiError(400, "Content-Length and Transfer-Encoding together")
+    except ApiError as exc:
+        exc.headers["Connection"] = "close"
+        raise
+    return size
 
 
 def parse_json_object(body: bytes, max_depth: int = MAX_DEPTH) -> dict[str, Any]:

@@ -24,8 +24,7 @@ class AlarmScheduler:
     def __init__(self, clock: WallClock, fire: Callable[[ActorId], None]) -> None:
         self._clock = clock
         self._fire = fire
-        self._due: dict[str, float] = {}  # actor hex -> when
-        self._names: dict[str, tuple[str, str]] = {}  # actor hex -> (namespace, name)
+        self._due: dict[str, tuple[float, str, str]] = {}  # hex -> (when, namespace, name)
         self._heap: list[tuple[float, str]] = []
         self._changed = trio.Event()
 
@@ -33,16 +32,15 @@ class AlarmScheduler:
         return len(self._due)
 
     def due(self, actor: ActorId) -> float | None:
-        return self._due.get(actor.hex)
+        entry = self._due.get(actor.hex)
+        return None if entry is None else entry[0]
 
     def set(self, actor: ActorId, when: float | None) -> None:
         key = actor.hex
         if when is None:
             self._due.pop(key, None)
-            self._names.pop(key, None)
             return
-        self._due[key] = when
-        self._names[key] = (actor.namespace, actor.name)
+        self._due[key] = (when, actor.namespace, actor.name)
         heapq.heappush(self._heap, (when, key))
         if len(self._heap) > 2 * len(self._due) + 64:
             self._compact()
@@ -50,7 +48,7 @@ class AlarmScheduler:
             self._changed.set()
 
     def _compact(self) -> None:
-        self._heap = [(when, key) for key, when in self._due.items()]
+        self._heap = [(entry[0], key) for key, entry in self._due.items()]
         heapq.heapify(self._heap)
 
     async def run(self) -> None:
@@ -59,9 +57,10 @@ class AlarmScheduler:
             now = self._clock.now()
             while self._heap and self._heap[0][0] <= now:
                 when, key = heapq.heappop(self._heap)
-                if self._due.get(key) == when:
+                entry = self._due.get(key)
+                if entry is not None and entry[0] == when:
                     del self._due[key]
-                    self._fire(ActorId(*self._names.pop(key)))
+                    self._fire(ActorId(entry[1], entry[2]))
             deadline = self._clock.to_trio(self._heap[0][0]) if self._heap else math.inf
             with trio.move_on_at(deadline):
                 await self._changed.wait()

@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Python heap per idle event stream, by package (tracemalloc), in one process.
+
+    python bench/stream_memory.py [N]      # N idle streams (default 2,000), rooms of 2
+
+An embedded server (``roomkeeper.testing.serve_async``) and N raw-socket clients in the
+same trio loop; 100 streams warm up first. Prints the heap kept per stream after
+``gc.collect()``, grouped by the package that allocated it. The client's own sockets
+count too (a few hundred bytes, under trio); docs/benchmarks.md quotes a run.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import tracemalloc
+from collections import Counter
+
+import trio
+
+from roomkeeper.testing import serve_async
+
+
+def package(filename: str) -> str:
+    if "site-packages/" in filename:
+        return filename.split("site-packages/", 1)[1].split("/", 1)[0]
+    if "attrs generated methods trio" in filename:
+        return "trio"
+    if "/actors/" in filename:
+        return "roomkeeper_actors"
+    if "/src/roomkeeper/" in filename:  # by module folder: runtime, http, ...
+        rest = filename.split("/src/roomkeeper/", 1)[1]
+        return "roomkeeper/" + rest.split("/", 1)[0].removesuffix(".py")
+    return "stdlib and other"
+
+
+async def main(count: int) -> None:
+    limits = {"new_sessions_per_minute": 1e9, "new_sessions_burst": 1e9}
+    async with serve_async(streams_per_address=10**7, heartbeat=1000, **limits) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        held: list[trio.socket.SocketType] = []
+
+        async def open_stream(i: int) -> None:
+            sock = trio.socket.socket()
+            await sock.connect(("127.0.0.1", port))
+            await sock.send(b"GET /api/connect?room=r%d HTTP/1.1\r\nHost: x\r\n\r\n" % (i // 2))
+            seen = b""
+            while b"event: session" not in seen:
+                seen += await sock.recv(65536)
+            held.append(sock)
+
+        for i in range(100):
+            await open_stream(i)
+        await trio.sleep(1)
+        gc.collect()
+        tracemalloc.start(10)
+        before = tracemalloc.take_snapshot()
+        for i in range(100, 100 + count):
+            await open_stream(i)
+        await trio.sleep(1)
+        gc.collect()
+        diff = tracemalloc.take_snapshot().compare_to(before, "filename")
+        by_package: Counter[str] = Counter()
+        for stat in diff:
+            by_package[package(str(stat.traceback[0].filename))] += stat.size_diff
+        print(f"{count} idle streams: {sum(by_package.values()) / count:,.0f} B of heap each")
+        for name, size in by_package.most_common():
+            print(f"  {size / count:8,.0f} B  {name}")
+        for sock in held:
+            sock.close()
+
+
+if __name__ == "__main__":
+    trio.run(main, int(sys.argv[1]) if len(sys.argv) > 1 else 2_000)

@@ -171,9 +171,13 @@ class Link {
         await pc.setLocalDescription();
         this.#mark(first, "offer", "active", "Offer: sending…");
         await this.#send({ description: pc.localDescription.toJSON() });
-        this.#mark(first, "offer", "done", "Offer sent");
-        // (Their answer may be here already, when our POST needed a retry.)
-        if (pc.signalingState === "have-local-offer") {
+        // Their answer may be here already: it can overtake our POST's own reply. A
+        // renegotiation has one step, which then says "done" and must not go back.
+        const answered = pc.signalingState !== "have-local-offer";
+        if (first || !answered) {
+          this.#mark(first, "offer", "done", "Offer sent");
+        }
+        if (!answered) {
           this.#mark(first, "answer", "active", "Answer: waiting for theirs");
         }
         log(`offer sent to ${short(this.peerId)}`);

@@ -29,5 +29,21 @@ class StorageError(RuntimeFailure):
     """The storage backend failed; nothing of the message was committed."""
 
 
+class Fenced(StorageError):
+    """A commit was refused because this node no longer holds the actor's lease (another
+    node took it over); nothing was written. The activation must be dropped."""
+
+
+class Elsewhere(RuntimeFailure):
+    """The actor is live on another node: ``address`` is where that node serves, and the
+    lease runs ``expires_in`` seconds more unless renewed (by the store's clock)."""
+
+    def __init__(self, owner: str, address: str, expires_in: float) -> None:
+        super().__init__(f"actor is served by node {owner} at {address}")
+        self.owner = owner
+        self.address = address
+        self.expires_in = expires_in
+
+
 class UnknownNamespace(RuntimeFailure, KeyError):
     """``system.get`` named a namespace that is not configured."""

@@ -43,14 +43,6 @@ class WriteSet:
 
 
 @attrs.frozen
-class ActorRecord:
-    """An actor's stored state as loaded on activation."""
-
-    values: dict[str, bytes]
-    alarm: float | None
-
-
-@attrs.frozen
 class StoredStream:
     """A stream that was open when its actor last committed (found again at start-up)."""
 
@@ -58,6 +50,17 @@ class StoredStream:
     stream_id: str
     attachment: bytes
     last_id: int = 0
+
+
+@attrs.frozen
+class ActorRecord:
+    """An actor's stored state as loaded on activation. ``streams``: streams stored as
+    open by a node that no longer serves the actor; only a backend shared between nodes
+    returns any (one process reports its own at start-up, through ``streams()``)."""
+
+    values: dict[str, bytes]
+    alarm: float | None
+    streams: tuple[StoredStream, ...] = ()
 
 
 class StorageBackend(Protocol):

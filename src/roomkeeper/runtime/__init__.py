@@ -6,6 +6,8 @@ It knows nothing of signaling or HTTP. See docs/architecture.md for the model.
 from .actor import Actor, ActorContext
 from .clock import WallClock
 from .errors import (
+    Elsewhere,
+    Fenced,
     HandlerError,
     MailboxFull,
     Overloaded,
@@ -15,6 +17,7 @@ from .errors import (
     UnknownNamespace,
 )
 from .ids import ActorId
+from .leases import Granted, HeldElsewhere, LeaseStore, LeaseTable
 from .stats import NamespaceSnapshot
 from .storage import MemoryBackend, SQLiteBackend, Storage, StorageBackend
 from .streams import StreamCodec, StreamInfo, StreamLimits
@@ -28,7 +31,13 @@ __all__ = [
     "ActorStub",
     "ActorSystem",
     "Binding",
+    "Elsewhere",
+    "Fenced",
+    "Granted",
     "HandlerError",
+    "HeldElsewhere",
+    "LeaseStore",
+    "LeaseTable",
     "MailboxFull",
     "MemoryBackend",
     "NamespaceSnapshot",

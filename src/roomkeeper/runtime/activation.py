@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Any
 import outcome
 import trio
 
+from ..jsonutil import loads
 from .actor import Actor, ActorContext
-from .errors import HandlerError, RuntimeFailure, ShuttingDown, StorageError
+from .errors import Elsewhere, Fenced, HandlerError, RuntimeFailure, ShuttingDown, StorageError
 from .ids import ActorId
 from .mailbox import Envelope, Kind, Mailbox
 from .storage import Storage
+from .streams import StreamInfo
 
 if TYPE_CHECKING:
     from .system import ActorSystem, Namespace
@@ -30,6 +32,7 @@ class Activation:
     __slots__ = (
         "actor_id",
         "after",
+        "elsewhere",
         "instance",
         "mailbox",
         "namespace",
@@ -47,6 +50,7 @@ class Activation:
         self.storage: Storage | None = None
         self.wake: str | None = None
         self.after: list[Callable[[], None]] = []
+        self.elsewhere = False  # the last envelope found the actor live on another node
 
     async def run(self) -> None:
         """Handle envelopes until idle for ``hibernate_after`` (or told to stop)."""
@@ -60,20 +64,46 @@ class Activation:
                 elif envelope.kind is Kind.STOP:
                     await self._stop()
                     return
+                elif envelope.kind is Kind.LOST:
+                    self._drop(Fenced("the actor moved to another node"))
+                    return
                 else:
                     await self._handle(envelope)
+                    if self.elsewhere and self.instance is None and not len(self.mailbox):
+                        return  # served by another node: nothing to keep here
         finally:
             self._reset()  # no activation <-> actor cycle left for the cyclic GC
             self.system._retire(self)
 
     # -- lifecycle -------------------------------------------------------------------
     async def _ensure_instance(self, cause: Kind) -> Actor:
+        leases = self.system.leases
         if self.instance is None:
+            if leases is not None:
+                await leases.acquire(self.actor_id)  # Elsewhere: another node serves it
             record = await self.system.backend.load(self.actor_id)
             self.storage = Storage(record.values, record.alarm)
             self.instance = self.namespace.actor_class(ActorContext(self, self.storage))
             self.system._activated(self, cause)
+            if record.alarm is not None:
+                self.system.alarms.set(self.actor_id, record.alarm)
+            for stored in record.streams:  # left open by a node that no longer serves it
+                if self.system.streams.get(stored.stream_id) is None:
+                    info = StreamInfo(stored.stream_id, loads(stored.attachment), stored.last_id)
+                    self.mailbox.put(Envelope(Kind.STREAM_CLOSED, (info, "lost")))
+        elif leases is not None and not leases.holds(self.actor_id):
+            # The lease's local deadline passed (a frozen node, or renewals failing):
+            # another node may own the actor by now, so this memory is not to be trusted.
+            leases.lose(self.actor_id)
+            raise Fenced("the actor's lease expired on this node")
         return self.instance
+
+    def _drop(self, error: RuntimeFailure) -> None:
+        """Forget the actor without committing anything; fail what waits in the mailbox."""
+        for envelope in self.mailbox.drain():
+            if envelope.kind is Kind.MESSAGE:
+                envelope.resolve(outcome.Error(error))
+        self._reset()
 
     def _reset(self) -> None:
         """Forget the instance; the next envelope rebuilds it from storage."""
@@ -88,7 +118,15 @@ class Activation:
         if len(self.mailbox):
             return False
         storage = self.storage
-        empty = storage is not None and storage.empty and not self.system.streams.of(self.actor_id)
+        streams = self.system.streams.of(self.actor_id)
+        empty = storage is not None and storage.empty and not streams
+        leases = self.system.leases
+        if leases is not None and not streams:
+            # Nothing holds the actor to this node: any node may activate it next.
+            await leases.release(self.actor_id)
+            if len(self.mailbox):  # work arrived meanwhile: start again from storage
+                self._reset()
+                return False
         self.system._hibernated(self, empty)
         return True
 
@@ -116,7 +154,7 @@ class Activation:
                 self.storage.pending.streams_removed.add(info.stream_id)
                 await actor.on_stream_closed(info, reason)
 
-            if not await self._transact(envelope, closed):
+            if not await self._transact(envelope, closed) and not self.elsewhere:
                 self.system._retry_later(self.actor_id, envelope)
 
     async def _alarm(self, envelope: Envelope) -> None:
@@ -128,7 +166,7 @@ class Activation:
             self.storage.set_alarm(None)
             await actor.on_alarm()
 
-        if not await self._transact(envelope, fire):
+        if not await self._transact(envelope, fire) and not self.elsewhere:
             self.system._retry_later(self.actor_id, envelope)
 
     async def _transact(self, envelope: Envelope | None, body: Any) -> bool:
@@ -143,53 +181,49 @@ class Activation:
         except Exception as exc:
             log.exception("handler failed in actor %s", self.actor_id)
             return self._fail(envelope, HandlerError(f"actor {self.actor_id} failed: {exc!r}"), exc)
-        assert self.storage is not None
-        writes = self.storage.take()
-        if writes:
-            try:
-                await self.system._commit(self.actor_id, writes)
-            except StorageError as exc:
-                log.error("commit failed in actor %s: %s", self.actor_id, exc)
-                self._close_uncommitted(writes.streams_added)
-                self._reset()
-                return self._fail(envelope, exc)
-            if self.storage is not None:
-                self.storage.apply(writes)
-        if self.after:
-            await self._after_commit()
+        try:
+            wrote = await self._commit_pending()
+            if self.after:
+                # What the handler deferred until its writes were durable; what those
+                # callbacks write commits before the reply too (the output gate holds).
+                callbacks, self.after = self.after, []
+                for callback in callbacks:
+                    callback()
+                wrote = await self._commit_pending() or wrote
+        except StorageError as exc:
+            return self._fail(envelope, exc)
+        except Exception as exc:  # an after-commit callback raised
+            log.exception("after-commit callback failed in actor %s", self.actor_id)
+            return self._fail(envelope, HandlerError(f"actor {self.actor_id} failed: {exc!r}"), exc)
+        self.elsewhere = False
         took = trio.current_time() - started
         if envelope is not None:
             self.system.stats_for(self.namespace).on_handled(took)
         if self.system.observers:
-            self._trace_handled(envelope, took, ok=True, wrote=bool(writes))
+            self._trace_handled(envelope, took, ok=True, wrote=wrote)
         if envelope is not None:
             envelope.resolve(outcome.Value(result))
         return True
 
-    async def _after_commit(self) -> None:
-        """Run what the handler deferred until its writes were durable, then commit what
-        those callbacks wrote, before the reply (so the output gate still holds)."""
-        callbacks, self.after = self.after, []
-        try:
-            for callback in callbacks:
-                callback()
-        except Exception:
-            log.exception("after-commit callback failed in actor %s", self.actor_id)
-            self._reset()
-            return
+    async def _commit_pending(self) -> bool:
+        """Commit what the actor wrote since the last commit; whether there was anything.
+        On failure, streams it opened are closed and the error is raised."""
         if self.storage is None:
-            return
+            return False
         writes = self.storage.take()
-        if writes:
-            try:
-                await self.system._commit(self.actor_id, writes)
-            except StorageError as exc:
-                log.error("follow-up commit failed in actor %s: %s", self.actor_id, exc)
-                self._close_uncommitted(writes.streams_added)
-                self._reset()
-                return
-            if self.storage is not None:
-                self.storage.apply(writes)
+        if not writes:
+            return False
+        try:
+            await self.system._commit(self.actor_id, writes)
+        except StorageError as exc:
+            log.error("commit failed in actor %s: %s", self.actor_id, exc)
+            self._close_uncommitted(writes.streams_added)
+            if isinstance(exc, Fenced) and self.system.leases is not None:
+                self.system.leases.lose(self.actor_id)
+            raise
+        if self.storage is not None:
+            self.storage.apply(writes)
+        return True
 
     def _trace_handled(
         self, envelope: Envelope | None, took: float, *, ok: bool, wrote: bool
@@ -205,7 +239,9 @@ class Activation:
     ) -> bool:
         if cause is not None:
             error.__cause__ = cause
-        self.system.stats_for(self.namespace).errors += 1
+        self.elsewhere = isinstance(error, Elsewhere)
+        if not self.elsewhere:
+            self.system.stats_for(self.namespace).errors += 1
         if self.system.observers:
             self._trace_handled(envelope, 0.0, ok=False, wrote=False)
         if self.storage is not None:

@@ -19,6 +19,7 @@ class Kind(enum.Enum):
     ALARM = "alarm"
     STREAM_CLOSED = "stream"
     STOP = "stop"
+    LOST = "lost"  # the actor's lease was lost: drop the activation, commit nothing
 
 
 class Envelope:

@@ -19,6 +19,7 @@ from .alarms import AlarmScheduler
 from .clock import WallClock
 from .errors import ShuttingDown, StorageError, UnknownNamespace
 from .ids import ActorId
+from .leases import LeaseTable, lease_store
 from .mailbox import Envelope, Kind
 from .stats import NamespaceSnapshot, NamespaceStats
 from .storage import MemoryBackend, StorageBackend, WriteSet
@@ -112,6 +113,8 @@ class ActorSystem:
         self.namespaces = {name: Namespace(name, b) for name, b in namespaces.items()}
         self.streams = StreamRegistry(codec, clock, config.streams, self._stream_closed)
         self.alarms = AlarmScheduler(clock, self._alarm_due)
+        store = lease_store(backend)
+        self.leases = LeaseTable(store, self._lease_lost) if store is not None else None
         self.closing = False
         self.observers: list[Observer] = []
         self._idle = trio.Event()
@@ -169,6 +172,12 @@ class ActorSystem:
         ns = self.namespaces[actor.namespace]
         activation = ns.live.get(actor)
         if activation is None:
+            if self.leases is not None:
+                seen = self.leases.known_elsewhere(actor)
+                if seen is not None:  # live on another node: no activation here
+                    if envelope.kind is Kind.MESSAGE:
+                        raise seen
+                    return
             activation = Activation(self, ns, actor)
             activation.wake = envelope.kind.value
             ns.live[actor] = activation
@@ -187,6 +196,34 @@ class ActorSystem:
         if self.observers:
             self.trace("stream_closed", stream.actor, stream=stream.stream_id, reason=reason)
         self._deliver_system(stream.actor, Envelope(Kind.STREAM_CLOSED, (stream.info(), reason)))
+
+    def _lease_lost(self, actor: ActorId) -> None:
+        """This node may no longer serve ``actor``: end its streams at once (their clients
+        reconnect and reach the new owner) and drop its activation without a commit."""
+        if self.observers:
+            self.trace("lease_lost", actor)
+        for stream in self.streams.of(actor):
+            self.streams.close(stream)
+        activation = self.namespaces[actor.namespace].live.get(actor)
+        if activation is not None:
+            activation.mailbox.put_first(Envelope(Kind.LOST, None))
+
+    async def _pick_up_alarms(self) -> None:
+        """Fire the due alarms of actors no node holds (their node died or let go): one
+        node wins each actor's lease on activation, the others find it elsewhere."""
+        assert self.leases is not None
+        period = min(1.0, self.leases.ttl / 3)
+        while True:
+            await trio.sleep(period)
+            try:
+                due = await self.leases.store.due_alarms(100)
+            except StorageError as exc:
+                log.warning("could not look for due alarms: %s", exc)
+                continue
+            for actor in due:
+                ns = self.namespaces.get(actor.namespace)
+                if ns is not None and actor not in ns.live:
+                    self._deliver_system(actor, Envelope(Kind.ALARM, None))
 
     def _retry_later(self, actor: ActorId, envelope: Envelope) -> None:
         if envelope.attempt >= len(RETRY_DELAYS):
@@ -271,6 +308,8 @@ class ActorSystem:
                 await self.backend.save_positions(positions)
             except StorageError as exc:
                 log.error("could not save stream positions: %s", exc)
+        if self.leases is not None:
+            await self.leases.release_all()  # other nodes take over without waiting
 
 
 @asynccontextmanager
@@ -303,6 +342,9 @@ async def open_actor_system(
             )
             nursery.start_soon(system.alarms.run, name="alarms")
             nursery.start_soon(system.streams.run_ticker, name="stream ticker")
+            if system.leases is not None:
+                nursery.start_soon(system.leases.run, name="lease renewal")
+                nursery.start_soon(system._pick_up_alarms, name="orphaned alarms")
             await system._recover()
             try:
                 yield system

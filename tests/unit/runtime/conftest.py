@@ -75,6 +75,14 @@ class Counter(Actor):
             self.ctx.storage.put("n", args[0])
             self.ctx.after_commit(lambda: self.events.append(("after", args[0])))
             return None
+        if op == "after_put":  # an after-commit callback that writes (a second commit)
+            self.ctx.storage.put("n", args[0])
+            self.ctx.after_commit(lambda: self.ctx.storage.put("late", args[0]))
+            return None
+        if op == "after_boom":  # an after-commit callback that raises
+            self.ctx.storage.put("n", args[0])
+            self.ctx.after_commit(lambda: self.events.append(("boom", 1 // 0)))
+            return None
         if op == "boom":
             self.ctx.storage.put("n", -1)
             raise ValueError("boom")

@@ -153,3 +153,32 @@ async def test_after_commit_runs_only_once_the_writes_are_durable() -> None:
         backend.fail = False
         assert await stub.ask(("get",)) == 1
         assert events == [("after", 1)]  # never for a commit that failed
+
+
+class FailSecondCommit(MemoryBackend):
+    """Commits the first write set of a message, fails the follow-up one."""
+
+    async def commit(self, actor: ActorId, writes: WriteSet) -> None:
+        self.fail = "late" in writes.puts
+        await super().commit(actor, writes)
+
+
+async def test_a_failed_follow_up_commit_fails_the_message() -> None:
+    """A 200 means committed on every path: what after-commit callbacks write is part
+    of the message, so its commit failing fails the ask (and nothing of it is kept)."""
+    backend = FailSecondCommit()
+    async with system(backend=backend) as sys:
+        stub = sys.get("counters", "a")
+        with pytest.raises(StorageError):
+            await stub.ask(("after_put", 7))
+        assert "late" not in backend.values.get(stub.id.hex, {})
+        backend.fail = False
+        assert await stub.ask(("get",)) == 7  # the first commit stands; the actor recovers
+
+
+async def test_an_after_commit_callback_that_raises_fails_the_message() -> None:
+    async with system() as sys:
+        stub = sys.get("counters", "a")
+        with pytest.raises(HandlerError):
+            await stub.ask(("after_boom", 3))
+        assert await stub.ask(("get",)) == 3

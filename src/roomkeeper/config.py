@@ -27,6 +27,7 @@ __all__ = [
     "default_storage",
     "env_name",
     "flag_name",
+    "redact_url",
 ]
 
 ENV_PREFIX = "ROOMKEEPER_"
@@ -37,7 +38,11 @@ MIN_ADMIN_TOKEN = 16
 MIN_ADMISSION_SECRET = 16
 ADMISSION_PREFIX = "secret:"
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+STORAGE_KINDS = f"'{MEMORY}', a SQLite file path, or a postgresql:// (postgres://) URL"
+
 _INT = re.compile(r"[+-]?[0-9]+")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")
 
 Check = Callable[[Any], str | None]
@@ -115,6 +120,42 @@ def _port(value: object) -> str | None:
 def _non_empty(value: object) -> str | None:
     if not isinstance(value, str) or not value.strip():
         return f"must be a non-empty string, got {_show(value)}"
+    return None
+
+
+def _storage(value: object) -> str | None:
+    """``memory``, a file path, or a PostgreSQL URL; any other ``scheme://`` is refused,
+    so a mistyped URL never silently becomes a SQLite file named after it."""
+    problem = _non_empty(value)
+    if problem is not None:
+        return problem
+    assert isinstance(value, str)
+    scheme = _SCHEME.match(value)
+    if scheme is not None and not value.lower().startswith(POSTGRES_SCHEMES):
+        return f"unknown scheme {scheme.group(0)!r}: must be {STORAGE_KINDS}"
+    return None
+
+
+def _lease_ttl(value: object) -> str | None:
+    number = _finite(value)
+    if number is None or not 0.5 <= number <= 600:
+        return f"must be a number of seconds from 0.5 to 600, got {_show(value)}"
+    return None
+
+
+def _advertise(value: object) -> str | None:
+    if not isinstance(value, str):
+        return "must be a string"
+    if value and not re.fullmatch(r"https?://[^/?#\s]+", value):
+        return f"must be empty or an http(s)://host:port URL with no path, got {_show(value)}"
+    return None
+
+
+def _node_id(value: object) -> str | None:
+    if not isinstance(value, str):
+        return "must be a string"
+    if value and not re.fullmatch(r"[A-Za-z0-9._:-]{1,100}", value):
+        return f"must be up to 100 letters, digits or . _ : -, got {_show(value)}"
     return None
 
 
@@ -216,13 +257,27 @@ def _validator(check: Check) -> Callable[[Any, attrs.Attribute[Any], Any], None]
     return validate
 
 
+def redact_url(value: str) -> str:
+    """A URL with the password of its user part replaced by ``***`` (for logs and reprs)."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", value)
+
+
 def _setting(
-    default: Any, check: Check, parse: Parse, help: str, metavar: str = "N", *, secret: bool = False
+    default: Any,
+    check: Check,
+    parse: Parse,
+    help: str,
+    metavar: str = "N",
+    *,
+    secret: bool = False,
+    shown: Callable[[Any], str] | None = None,
 ) -> Any:
     """An attrs field carrying its own check, text parser, help line and placeholder; a
-    ``secret`` one is left out of the ``Config`` repr, so logging a config never shows it."""
+    ``secret`` one is left out of the ``Config`` repr, so logging a config never shows it,
+    and ``shown`` masks part of a value in the repr."""
     meta = {"check": check, "parse": parse, "help": help, "metavar": metavar}
-    return attrs.field(default=default, validator=_validator(check), metadata=meta, repr=not secret)
+    shown_as: bool | Callable[[Any], str] = not secret if shown is None else shown
+    return attrs.field(default=default, validator=_validator(check), metadata=meta, repr=shown_as)
 
 
 @attrs.frozen(kw_only=True)
@@ -254,10 +309,13 @@ class Config:
     )
     storage: str = _setting(
         attrs.Factory(default_storage),
-        _non_empty,
+        _storage,
         _parse_str,
-        f"SQLite file for room state, or '{MEMORY}' to keep it in memory",
-        "PATH",
+        f"SQLite file for room state, '{MEMORY}' to keep it in memory, or a postgresql:// URL"
+        " shared by several nodes (docs/scaling.md; prefer the environment variable when the"
+        " URL holds a password)",
+        "PATH|URL",
+        shown=lambda value: repr(redact_url(value)),
     )
     cors_origins: tuple[str, ...] = _setting(
         ("*",), _origins, _parse_origins, "comma-separated allowed origins, or '*'", "ORIGINS"
@@ -352,6 +410,34 @@ class Config:
         "SPEC",
         secret=True,
     )
+
+    # -- several nodes on one PostgreSQL (docs/scaling.md) ----------------------------------
+    advertise: str = _setting(
+        "",
+        _advertise,
+        _parse_stripped,
+        "URL other nodes reach this one at (empty: http://HOST:PORT as bound)",
+        "URL",
+    )
+    node_id: str = _setting(
+        "",
+        _node_id,
+        _parse_stripped,
+        "this node's name in leases and X-Roomkeeper-Node (empty: host name and port)",
+        "NAME",
+    )
+    lease_ttl: float = _setting(
+        10.0,
+        _lease_ttl,
+        _parse_float,
+        "seconds a node's hold on a room lasts unless renewed (failover takes about this)",
+        "SECONDS",
+    )
+
+    @property
+    def clustered(self) -> bool:
+        """True when room state lives in PostgreSQL, shared with other nodes."""
+        return self.storage.lower().startswith(POSTGRES_SCHEMES)
 
     @property
     def in_memory(self) -> bool:

@@ -17,6 +17,7 @@ from roomkeeper.config import (
     default_storage,
     env_name,
     flag_name,
+    redact_url,
 )
 
 HOME = {"HOME": "/home/someone"}
@@ -63,6 +64,9 @@ def test_defaults() -> None:
         "streams_per_address": 200,
         "trust_proxy": 0,
         "admission": "",
+        "advertise": "",
+        "node_id": "",
+        "lease_ttl": 10.0,
     }
     assert not config.in_memory
     assert config.admission_secret is None
@@ -141,6 +145,9 @@ EXAMPLES: list[tuple[str, str, Any]] = [
     ("streams_per_address", "1000", 1000),
     ("trust_proxy", "1", 1),
     ("admission", "secret:0123456789abcdef", "secret:0123456789abcdef"),
+    ("advertise", "http://10.0.0.7:8787", "http://10.0.0.7:8787"),
+    ("node_id", "node-1", "node-1"),
+    ("lease_ttl", "2.5", 2.5),
 ]
 
 
@@ -296,3 +303,30 @@ def test_admission_secret_stays_out_of_repr_and_messages() -> None:
     assert config.admission_secret == "ticket-signing-secret-42"
     assert "ticket-signing-secret" not in repr(config)
     assert "not-quite-a-secret" not in error({"admission": "secret:not-quite-a-secret x"})
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://u@db/rooms", "postgres://u:pw@db:5432/rooms", "POSTGRESQL://db/x"]
+)
+def test_postgresql_urls_are_storage_shared_by_nodes(url: str) -> None:
+    config = build({"storage": url})
+    assert config.clustered and not config.in_memory
+
+
+@pytest.mark.parametrize("url", ["mysql://u@db/rooms", "sqlite:///tmp/x.db", "redis://db"])
+def test_a_storage_url_with_an_unknown_scheme_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"unknown scheme.*postgresql://"):
+        build({"storage": url})
+
+
+def test_the_storage_password_never_shows_in_the_config_repr() -> None:
+    config = build({"storage": "postgresql://rooms:hunter2-secret@db.internal:5432/rooms"})
+    assert "hunter2" not in repr(config)
+    assert "postgresql://rooms:***@db.internal:5432/rooms" in repr(config)
+    assert redact_url("postgres://db/rooms") == "postgres://db/rooms"
+
+
+@pytest.mark.parametrize("ttl", ["0.1", "0", "-1", "1000", "nan"])
+def test_lease_ttl_is_bounded(ttl: str) -> None:
+    with pytest.raises(ConfigError, match="lease-ttl"):
+        config_from_sources({"lease_ttl": ttl}, {})

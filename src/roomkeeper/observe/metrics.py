@@ -10,7 +10,7 @@ No label ever holds a token, a session id or a room name: routes are templates
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -20,7 +20,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from .. import __version__
-from ..runtime import ActorSystem
+from ..runtime import ActorSystem, LeaseTable
 
 __all__ = ["HTTP_METHODS", "Metrics", "RuntimeCollector"]
 
@@ -132,6 +132,39 @@ class RuntimeCollector:
             "Event streams closed because their client fell too far behind.",
             streams.overflowed_total,
         )
+        if system.leases is not None:
+            yield from _lease_metrics(system.leases)
+
+
+def _lease_metrics(leases: LeaseTable) -> Iterator[Metric]:
+    """Leases of actors this node holds, with several nodes on one storage."""
+    stats = leases.stats
+    yield GaugeMetricFamily(
+        "roomkeeper_leases_held", "Actor leases this node holds.", len(leases.held)
+    )
+    for name, value, text in (
+        ("acquired", stats.acquired, "Leases this node took (a room activated here)."),
+        ("lost", stats.lost, "Leases lost: taken over, fenced, or their deadline passed."),
+        ("released", stats.released, "Leases given up when a room hibernated here."),
+        ("refused", stats.refused, "Activations refused: another node held the lease."),
+        ("fenced_writes", stats.fenced, "Commits refused because the lease had moved."),
+        ("renew_failures", stats.renew_failures, "Lease renewals that failed."),
+    ):
+        yield CounterMetricFamily(f"roomkeeper_leases_{name}", text, value)
+
+
+class ExtraCounters:
+    """Counters kept elsewhere (the HTTP layer's forwarding), read at each scrape."""
+
+    def __init__(self) -> None:
+        self.sources: list[tuple[str, str, Callable[[], float]]] = []
+
+    def add(self, name: str, text: str, read: Callable[[], float]) -> None:
+        self.sources.append((name, text, read))
+
+    def collect(self) -> Iterator[Metric]:
+        for name, text, read in self.sources:
+            yield CounterMetricFamily(name, text, read())
 
 
 class Metrics:
@@ -175,6 +208,8 @@ class Metrics:
         )
         info.labels(__version__).set(1)
         registry.register(RuntimeCollector(system))
+        self.extra = ExtraCounters()
+        registry.register(self.extra)
         if process:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)

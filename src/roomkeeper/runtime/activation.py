@@ -219,7 +219,7 @@ class Activation:
             log.error("commit failed in actor %s: %s", self.actor_id, exc)
             self._close_uncommitted(writes.streams_added)
             if isinstance(exc, Fenced) and self.system.leases is not None:
-                self.system.leases.lose(self.actor_id)
+                self.system.leases.lose(self.actor_id, fenced=True)
             raise
         if self.storage is not None:
             self.storage.apply(writes)

@@ -93,6 +93,7 @@ class LeaseStats:
     lost: int = 0
     released: int = 0
     refused: int = 0  # acquires that found the lease held by another node
+    fenced: int = 0  # commits refused because the lease had moved
     renew_failures: int = 0
 
 
@@ -203,8 +204,11 @@ class LeaseTable:
         self.store.forget(actor)
         self.on_lost(actor)
 
-    def lose(self, actor: ActorId) -> None:
-        """The lease is gone (a commit was fenced): drop it and tell ``on_lost``."""
+    def lose(self, actor: ActorId, *, fenced: bool = False) -> None:
+        """The lease is gone (a commit was fenced, or its deadline passed): drop it and
+        tell ``on_lost``."""
+        if fenced:
+            self.stats.fenced += 1
         self._lose(actor)
 
     def expire_passed(self) -> None:

@@ -193,3 +193,21 @@ async def test_a_graceful_stop_releases_every_lease(
         async with system(a_node, clock=cluster.clock) as a:
             await a.get("counters", "r").ask(("stream", {"who": 1}))
         assert await b.get("counters", "r").ask(("add", 2)) == 2  # no wait for the TTL
+
+
+async def test_lease_counters_are_published_as_metrics(
+    autojump_clock: Any, cluster: MemoryCluster
+) -> None:
+    from roomkeeper.observe.metrics import Metrics
+
+    a_node, b_node = cluster.node("a", lease_ttl=TTL), cluster.node("b", lease_ttl=TTL)
+    async with system(a_node, clock=cluster.clock) as a, system(b_node, clock=cluster.clock) as b:
+        await a.get("counters", "r").ask(("add", 1))
+        with pytest.raises(Elsewhere):
+            await b.get("counters", "r").ask(("add", 1))
+        text_a = Metrics(a, process=False).render(None)[0].decode()
+        text_b = Metrics(b, process=False).render(None)[0].decode()
+    assert "roomkeeper_leases_held 1.0" in text_a
+    assert "roomkeeper_leases_acquired_total 1.0" in text_a
+    assert "roomkeeper_leases_refused_total 1.0" in text_b
+    assert "roomkeeper_leases_held 0.0" in text_b

@@ -16,6 +16,8 @@ from typing import Any
 
 import attrs
 
+from .http.parsing import MAX_BODY
+
 __all__ = [
     "ENV_PREFIX",
     "LOG_FORMATS",
@@ -328,7 +330,7 @@ class Config:
     )
     mailbox_size: int = _setting(1024, _positive_int, _parse_int, "messages an actor may queue")
     max_body: int = _setting(
-        102400, _positive_int, _parse_int, "largest POST body in bytes", "BYTES"
+        MAX_BODY, _positive_int, _parse_int, "largest POST body in bytes", "BYTES"
     )
     retry_ms: int = _setting(
         2000, _positive_int, _parse_int, "reconnect delay sent to clients as SSE retry:", "MS"

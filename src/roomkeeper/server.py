@@ -27,11 +27,11 @@ from hypercorn.typing import (
 from roomkeeper_actors.signaling.room import RoomEnv
 
 from .config import MEMORY, Config, ConfigError
+from .groups import unwrap
 from .http.app import ROOMS, AppSettings, create_app
 from .http.codec import SseCodec
-from .http.cors import CorsPolicy
-from .http.fastpath import SignalFastPath
-from .http.guard import guard_connections
+from .http.fastpath import PostFastPath
+from .http.guard import GuardedConfig, install_guard
 from .observe import TimedBackend, observability, setup_logging, trace_to_file
 from .runtime import (
     ActorSystem,
@@ -48,6 +48,9 @@ from .runtime import (
 log = logging.getLogger("roomkeeper")
 
 ROOM_ACTOR = "roomkeeper_actors.signaling.room:Room"
+MAX_REQUEST_HEAD = 64 * 1024
+"""Bytes of an incomplete request head held per connection (Hypercorn reads 64 KiB at
+once): a longer head is answered 431."""
 
 
 def make_backend(config: Config) -> StorageBackend:
@@ -83,7 +86,7 @@ def app_settings(config: Config) -> AppSettings:
     )
 
 
-class _HypercornConfig(HypercornConfig):
+class _HypercornConfig(GuardedConfig):
     """Hypercorn's settings, and ``TCP_USER_TIMEOUT`` on the listening sockets (accepted
     connections inherit it): data a client leaves unacknowledged, such as the events of a
     stream it does not read, gets its connection aborted by the kernel after
@@ -145,6 +148,9 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     # headers. Hypercorn's read_timeout is left off: it would end every event stream whose
     # client sends nothing for that long, which is what every event stream does.
     hc.keep_alive_timeout = config.keep_alive_timeout
+    # A request head of up to one read (64 KiB) is always taken whole, however it is split
+    # on the way: h11's default (16 KiB) refused a 40 KB head only when it came in pieces.
+    hc.h11_max_incomplete_size = MAX_REQUEST_HEAD
     hc.send_timeout = config.send_timeout
     return hc
 
@@ -166,7 +172,7 @@ async def run(
 ) -> None:
     """Serve until SIGINT/SIGTERM (or ``stop()``): then every stream gets ``bye shutdown``,
     state is persisted, and the function returns."""
-    guard_connections()
+    install_guard()
     backend = TimedBackend(make_backend(config))
     env = RoomEnv.from_config(config)
     stopping = trio.Event()
@@ -179,14 +185,7 @@ async def run(
         settings = app_settings(config)
         app = create_app(system, settings)
         observability(app).enable_admin(config.admin_token)
-        asgi = SignalFastPath(
-            ShieldFinalSend(app),
-            system,
-            observability(app),
-            CorsPolicy(settings.cors_origins),
-            max_body=settings.max_body,
-            body_timeout=settings.body_timeout,
-        )
+        asgi = PostFastPath.wrap(app, ShieldFinalSend(app))
 
         async def shutdown_trigger() -> None:
             await stopping.wait()
@@ -239,7 +238,7 @@ def serve_forever(config: Config) -> int:
     try:
         trio.run(main)
     except BaseException as exc:
-        cause = _leaf(exc)
+        cause = unwrap(exc)
         if isinstance(cause, ConfigError | StorageError):
             message = str(cause)
         elif isinstance(cause, OSError) and cause.errno in _LISTEN_ERRORS:
@@ -252,10 +251,3 @@ def serve_forever(config: Config) -> int:
 
 
 _LISTEN_ERRORS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES, socket.EAI_NONAME)
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    """The first real error inside (possibly nested) exception groups."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc

@@ -193,6 +193,34 @@ async def test_listed_origin_is_echoed_with_vary(
         assert name in [h.strip() for h in allowed.split(",")]
 
 
+@pytest.mark.parametrize("mode", ["listed", "any"])
+@pytest.mark.parametrize("origin", [LISTED, "https://evil.example", None], ids=repr)
+@pytest.mark.parametrize("path", ["/api/connect", "/api/signal", "/api/leave"])
+async def test_a_preflight_varies_by_origin_and_requested_headers(
+    client: httpx.AsyncClient,
+    cors_server: ServerProcess,
+    base: str,
+    mode: str,
+    origin: str | None,
+    path: str,
+) -> None:
+    """A preflight's answer depends on the headers it asks for (and, with a list of
+    origins, on its origin): its Vary names both, whatever CORS adds to every answer, so a
+    cache never serves one preflight's answer to another."""
+    url = cors_server.url if mode == "listed" else base
+    headers = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-a"}
+    if origin:
+        headers["Origin"] = origin
+    response = await client.options(url + path, params={"room": "r"}, headers=headers)
+    assert response.status_code == 204
+    vary = _vary(response)
+    assert "access-control-request-headers" in vary
+    assert len(vary) == len(set(vary)), vary  # each name once
+    if mode == "listed":
+        assert "origin" in vary
+    assert len(response.headers.get_list("vary")) == 1
+
+
 @pytest.mark.parametrize(
     "origin",
     [None, "https://evil.example", "https://a.example.evil.example", "http://a.example", "null"],
@@ -431,7 +459,9 @@ async def test_connection_stays_usable_after_a_refused_post(
 async def test_post_refused_from_its_headers_closes_the_connection(
     shared_server: ServerProcess, headers: dict[str, str], body: bytes, status: int
 ) -> None:
-    """The body is never read, so the connection cannot carry another request."""
+    """The answer comes at once, from the headers; the body is read and dropped (here it
+    never comes, as a client that waits for the answer might do), and the connection
+    cannot carry another request."""
     async with await RawConnection.open(shared_server) as conn:
         await conn.send(
             request_bytes(
@@ -441,6 +471,53 @@ async def test_post_refused_from_its_headers_closes_the_connection(
         response = await conn.response(wait=2)
     assert response.status == status
     assert (response.header("connection") or "").lower() == "close"
+
+
+CHUNKED = {"Transfer-Encoding": "chunked"}
+
+
+@pytest.mark.parametrize("path", ["/api/signal", "/api/leave"])
+async def test_a_chunked_post_with_a_request_behind_it_gets_its_whole_answer(
+    shared_server: ServerProcess, path: str
+) -> None:
+    """A chunked POST is refused (411) from its headers; whatever follows it on the
+    connection, its whole JSON answer arrives before the connection closes."""
+    data = request_bytes(
+        "POST",
+        f"{path}?room=r",
+        headers=CHUNKED,
+        body=b"2\r\n{}\r\n0\r\n\r\n",
+        content_length=False,
+    ) + request_bytes("GET", "/healthz")
+    for _ in range(10):
+        async with await RawConnection.open(shared_server) as conn:
+            await conn.send(data)
+            response = await conn.response(wait=5)
+            assert response.status == 411
+            assert "Content-Length" in response.json()["error"]
+            assert (response.header("connection") or "").lower() == "close"
+            assert await conn.closed_within(5)
+
+
+@pytest.mark.parametrize("path", ["/api/signal", "/api/leave"])
+async def test_an_http10_post_with_a_request_behind_it_gets_json(
+    shared_server: ServerProcess, path: str
+) -> None:
+    """HTTP/1.0 carries one request per connection here (h11 does not keep HTTP/1.0
+    connections alive, `Connection: keep-alive` or not): what follows is left unread, the
+    POST gets its JSON answer, then the connection closes."""
+    post = (
+        f"POST {path}?room=r HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n"
+        "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    ).encode()
+    for _ in range(10):
+        async with await RawConnection.open(shared_server) as conn:
+            await conn.send(post + b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
+            response = await conn.response(wait=5)
+            assert response.status == 400
+            assert response.json() == {"error": "sender missing"}
+            assert await conn.closed_within(5)
+            assert conn.buffer == b""  # and nothing for the request behind it
 
 
 async def test_http10_stream_does_not_claim_keep_alive(shared_server: ServerProcess) -> None:

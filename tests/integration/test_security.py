@@ -164,3 +164,43 @@ async def test_last_event_id_of_another_room_takes_no_session(
             leave_a = {"sender": a.session_id, "token": intruder.token}
             assert_error(await post(client, server.url, "leave", room_a, leave_a), 403)
         assert await sync(client, a) == []  # a's stream was neither replaced nor told anything
+
+
+async def test_one_token_given_twice_in_different_case_is_one_token(
+    client: httpx.AsyncClient, base: str
+) -> None:
+    """UUIDs compare without case: a token in the body and in X-Token or Bearer, in
+    different case, is accepted (as each alone is); so is a connect whose query and
+    X-Token give one token in different case. A different token is still refused."""
+    room = new_room()
+    async with join(client, base, room) as a, join(client, base, room) as b:
+        body = {"sender": a.session_id, "to": b.session_id, "signal": {"n": 1}}
+        lower, upper = a.token.lower(), a.token.upper()
+        for token, headers in (
+            (lower, {"X-Token": upper}),
+            (upper, {"X-Token": lower}),
+            (lower, {"Authorization": f"Bearer {upper}"}),
+            (None, {"X-Token": upper, "Authorization": f"Bearer {lower}"}),
+        ):
+            given = body if token is None else {**body, "token": token}
+            response = await post(client, base, "signal", room, given, headers=headers)
+            assert response.status_code == 200, (headers, response.text)
+        assert [e.data["signal"] for e in await sync(client, b)] == [{"n": 1}] * 4
+        other = {**body, "token": lower}
+        refused = await post(client, base, "signal", room, other, headers={"X-Token": b.token})
+        assert_error(refused, 403)
+
+        async with join(
+            client,
+            base,
+            room,
+            headers={"X-Token": lower},
+            session_id=a.session_id.upper(),
+            token=upper,
+        ) as again:
+            assert again.resumed and again.session_id == a.session_id
+        leave = {"sender": b.session_id, "token": b.token.upper()}
+        response = await post(
+            client, base, "leave", room, leave, headers={"X-Token": b.token.lower()}
+        )
+        assert response.status_code == 200, response.text

@@ -3,21 +3,44 @@
 With `("*",)` every answer allows every origin. With a list, a listed `Origin` is echoed
 back; every answer then carries `Vary: Origin`, because its headers depend on the origin
 (an unlisted one gets no `Access-Control-Allow-Origin`, so the browser blocks the page).
+`apply` adds them to an answer's headers, merging `Vary` with what the answer has already.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Protocol
 
 import attrs
 
-__all__ = ["ALLOWED_HEADERS", "ALLOWED_METHODS", "EXPOSED_HEADERS", "CorsPolicy"]
+__all__ = ["ALLOWED_HEADERS", "ALLOWED_METHODS", "EXPOSED_HEADERS", "CorsPolicy", "merge_vary"]
 
 ALLOWED_METHODS = "GET, POST, OPTIONS"
 # By name: a `*` in Access-Control-Allow-Headers never covers Authorization.
 ALLOWED_HEADERS = ("Content-Type", "Authorization", "X-Token", "X-Session-Id", "Last-Event-ID")
 EXPOSED_HEADERS = "Retry-After, X-Request-Id"
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an HTTP field name (RFC 9110 token)
+
+
+class HeaderSink(Protocol):
+    """An answer's headers: a dict, or Werkzeug's `Headers`."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+    def __setitem__(self, key: str, value: str, /) -> None: ...
+
+
+def merge_vary(current: str | None, added: str) -> str:
+    """`Vary` naming every field of `current` and `added`, each once (in any case), in
+    order; `*` stays `*`."""
+    names: list[str] = []
+    seen: set[str] = set()
+    for part in f"{current or ''},{added}".split(","):
+        name = part.strip()
+        if name and name.lower() not in seen:
+            seen.add(name.lower())
+            names.append(name)
+    return "*" if "*" in seen else ", ".join(names)
 
 
 @attrs.frozen
@@ -51,6 +74,14 @@ class CorsPolicy:
                 "Vary": "Origin",
             }
         return {"Vary": "Origin"}
+
+    def apply(self, headers: HeaderSink, origin: str | None) -> None:
+        """Add `headers_for(origin)` to an answer's `headers`; a `Vary` already there
+        (a preflight's, say) is merged with ours, never replaced."""
+        for name, value in self.headers_for(origin).items():
+            if name == "Vary":
+                value = merge_vary(headers.get("Vary"), value)
+            headers[name] = value
 
     def preflight_headers(
         self,

@@ -7,7 +7,15 @@ from collections.abc import Iterable, Mapping
 
 import orjson
 
-__all__ = ["ApiError", "error_response", "method_not_allowed", "retry_after"]
+from ..runtime import HandlerError, Overloaded, RuntimeFailure, StorageError
+
+__all__ = [
+    "ApiError",
+    "error_response",
+    "method_not_allowed",
+    "retry_after",
+    "runtime_failure",
+]
 
 
 class ApiError(Exception):
@@ -45,3 +53,16 @@ def retry_after(seconds: float) -> dict[str, str]:
 def method_not_allowed(allowed: Iterable[str]) -> ApiError:
     """A 405 with its required `Allow` header."""
     return ApiError(405, "method not allowed", {"Allow": ", ".join(allowed)})
+
+
+def runtime_failure(exc: RuntimeFailure) -> ApiError | None:
+    """The answer to an `ask` the runtime failed: `503` with `Retry-After` when the actor
+    is overloaded or its storage failed, `500` when its handler raised; None for a failure
+    this layer has no answer for (the caller lets it propagate)."""
+    if isinstance(exc, Overloaded):
+        return ApiError(503, f"Service Unavailable: {exc}", retry_after(exc.retry_after))
+    if isinstance(exc, StorageError):
+        return ApiError(503, "Service Unavailable: storage failed", {"Retry-After": "1"})
+    if isinstance(exc, HandlerError):
+        return ApiError(500, "Internal Server Error: the room failed")
+    return None

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
+from ..jsonutil import MAX_DEPTH, JsonError, loads_untrusted
 from .errors import ApiError
-from .jsonbody import MAX_DEPTH, JsonError, loads
 
 __all__ = [
     "MAX_BODY",
@@ -24,6 +24,7 @@ __all__ = [
     "check_uuid",
     "connect_credentials",
     "last_event_id",
+    "page_limit",
     "parse_json_object",
     "parse_query",
     "post_body_size",
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 MAX_BODY = 102_400
+"""The default largest POST body (`--max-body`), in bytes."""
 MAX_ROOM_BYTES = 256
 MAX_REQUEST_ID = 64
 _MAX_EVENT_ID_DIGITS = 80
@@ -146,7 +148,7 @@ def parse_json_object(body: bytes, max_depth: int = MAX_DEPTH) -> dict[str, Any]
     """The body as a JSON object (else 400 saying why). Integers keep every digit; of
     duplicate keys the last wins; nesting deeper than `max_depth` is refused."""
     try:
-        value = loads(body, max_depth)
+        value = loads_untrusted(body, max_depth)
     except JsonError as err:
         raise ApiError(400, f"body is not acceptable JSON: {err}") from None
     if not isinstance(value, dict):
@@ -170,7 +172,8 @@ def post_credentials(body: Mapping[str, Any], headers: HeaderLookup) -> tuple[st
     """`(sender, token)` of a signal or leave POST, both lowercase UUIDs.
 
     The token may be in the body, `X-Token` and `Authorization: Bearer`: at least one is
-    needed (400), each must be a UUID string (400), and all given must be equal (403).
+    needed (400), each must be a UUID string (400), and all given must be the same UUID,
+    in any case (else 403).
     """
     sender = check_uuid(body.get("sender"), "sender")
     given = [
@@ -180,11 +183,10 @@ def post_credentials(body: Mapping[str, Any], headers: HeaderLookup) -> tuple[st
     ]
     if not given:
         raise ApiError(400, "token missing: give it in the body, X-Token or Authorization")
-    for token in given:
-        check_uuid(token, "token")
-    if any(token != given[0] for token in given[1:]):
+    tokens = [check_uuid(token, "token") for token in given]  # lowercase: UUIDs ignore case
+    if any(token != tokens[0] for token in tokens[1:]):
         raise ApiError(403, "Forbidden: the tokens given in the request differ")
-    return sender, check_uuid(given[0], "token")
+    return sender, tokens[0]
 
 
 def signal_fields(body: Mapping[str, Any]) -> tuple[str, dict[str, Any], str | None]:
@@ -215,7 +217,8 @@ def connect_credentials(
     From `?session_id=&token=`, or `X-Session-Id` with `X-Token` or `Authorization:
     Bearer`. A session id that is not a UUID, or two different ones, is a 400. A UUID token
     comes back lowercase, any other as given: to a known session it is simply wrong (403).
-    Tokens given in several places that differ come back as "", which matches no session.
+    Tokens are compared after that (a UUID in any case is the same token); tokens given in
+    several places that differ come back as "", which matches no session.
     """
     query_id = query.get("session_id") or None
     header_id = headers.get("X-Session-Id") or None
@@ -225,13 +228,13 @@ def connect_credentials(
         if len(ids) > 1:
             raise ApiError(400, "session_id and X-Session-Id differ")
         session_id = ids.pop()
-    tokens = [t for t in (query.get("token"), headers.get("X-Token"), bearer(headers)) if t]
+    given = (query.get("token"), headers.get("X-Token"), bearer(headers))
+    tokens = [t.lower() if _UUID.fullmatch(t) else t for t in given if t]
     if not tokens:
         return session_id, None
-    token = tokens[0]
-    if any(other != token for other in tokens[1:]):
+    if any(other != tokens[0] for other in tokens[1:]):
         return session_id, ""
-    return session_id, token.lower() if _UUID.fullmatch(token) else token
+    return session_id, tokens[0]
 
 
 def last_event_id(query: Mapping[str, str], headers: HeaderLookup) -> int | None:
@@ -248,3 +251,20 @@ def last_event_id(query: Mapping[str, str], headers: HeaderLookup) -> int | None
     if len(raw) > _MAX_EVENT_ID_DIGITS or not _DIGITS.fullmatch(raw):
         return None
     return int(raw)
+
+
+# --- paging --------------------------------------------------------------------------------
+
+
+def page_limit(text: str | None, *, default: int, maximum: int) -> int:
+    """A page size parameter: absent or empty is `default`; otherwise ASCII decimal digits
+    only (`str.isdigit` would take "²" or Arabic-Indic digits) from 1 to `maximum`, else
+    400."""
+    if not text:
+        return default
+    if len(text) > len(str(maximum)) or not _DIGITS.fullmatch(text):
+        raise ApiError(400, f"limit must be an integer from 1 to {maximum}")
+    value = int(text)
+    if not 1 <= value <= maximum:
+        raise ApiError(400, f"limit must be an integer from 1 to {maximum}")
+    return value

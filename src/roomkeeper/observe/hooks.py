@@ -1,5 +1,9 @@
 """Wiring into the Quart app: request ids, the access log, HTTP metrics, ``/metrics`` and
-the admin routes, all through before/after-request hooks and added routes."""
+the admin routes, all through before/after-request hooks and added routes.
+
+The room a request named comes from its handler, which has parsed it (``note_room`` for a
+Quart route, ``record``'s argument for an answer made outside Quart): this module never
+reads a request's query string."""
 
 from __future__ import annotations
 
@@ -12,7 +16,6 @@ import attrs
 from quart import Quart, Request, Response, request
 from werkzeug.exceptions import NotFound
 
-from ..http.parsing import parse_query, room_from
 from ..runtime import ActorSystem
 from ..runtime.ids import ActorId
 from .admin import AdminView
@@ -20,7 +23,7 @@ from .logs import new_request_id, request_id_var, sane_request_id
 from .metrics import HTTP_METHODS, Metrics
 from .storage import TimedBackend
 
-__all__ = ["EXTENSION", "Observability", "install", "observability"]
+__all__ = ["EXTENSION", "SIGNAL_ROUTE", "Observability", "install", "note_room", "observability"]
 
 EXTENSION = "roomkeeper.observe"
 OTHER = "other"
@@ -37,9 +40,18 @@ class _Served:
     started: float
     request_id: str
     route: str | None = None
+    room: str | None = None
 
 
 _served: ContextVar[_Served | None] = ContextVar("roomkeeper_served", default=None)
+
+
+def note_room(room: str) -> None:
+    """The request being served names ``room`` (called by the handler that checked it);
+    its log line and the admin view's activity then name the room."""
+    served = _served.get()
+    if served is not None:
+        served.room = room
 
 
 class Observability:
@@ -98,14 +110,15 @@ class Observability:
         route = served.route or self.route(req)
         method = req.method if req.method in HTTP_METHODS else OTHER
         status = response.status_code
-        self.record(route, method, status, now - served.started, req.query_string)
+        self.record(route, method, status, now - served.started, served.room)
         response.headers["X-Request-Id"] = served.request_id
         return response
 
     def record(
-        self, route: str, method: str, status: int, elapsed: float, query_string: bytes
+        self, route: str, method: str, status: int, elapsed: float, room: str | None
     ) -> None:
-        """Count and time one answered request, log it, and note its room's activity."""
+        """Count and time one answered request, log it, and note the activity of the room
+        it named (None: none, or none that passed the handler's checks)."""
         metrics = self.metrics
         key = (route, method, status)
         counter = self._counted.get(key)
@@ -123,7 +136,7 @@ class Observability:
         logged = access_log.isEnabledFor(level)
         tracker = self.admin.tracker
         touched = tracker is not None and status < 400 and method in ("GET", "POST")
-        actor = self._actor(query_string, route) if logged or touched else None
+        actor = ActorId(self.namespace, room) if room is not None and (logged or touched) else None
         if logged:
             fields: dict[str, object] = {
                 "method": method,
@@ -138,17 +151,6 @@ class Observability:
             )
         if touched and tracker is not None and actor is not None:
             tracker.touch(actor)
-
-    def _actor(self, query_string: bytes, route: str) -> ActorId | None:
-        """The id of the room an API request named, if any (logs show its short form,
-        never the room's name)."""
-        if not route.startswith("/api/"):
-            return None
-        try:
-            room = room_from(parse_query(query_string))
-        except Exception:
-            return None
-        return ActorId(self.namespace, room)
 
     # -- routes --------------------------------------------------------------------------
     async def metrics_view(self) -> Response:

@@ -16,9 +16,7 @@ import pytest
 import trio
 
 from roomkeeper.http.app import AppSettings, create_app
-from roomkeeper.http.cors import CorsPolicy
-from roomkeeper.http.fastpath import AsgiHeaders, SignalFastPath
-from roomkeeper.observe import observability
+from roomkeeper.http.fastpath import AsgiHeaders, PostFastPath
 from roomkeeper.testing import AsyncEmbeddedServer, serve_async
 
 ORIGINS = ("https://app.example",)
@@ -123,14 +121,7 @@ def _requests(
 
 async def test_the_fast_path_answers_as_the_quart_route(server: AsyncEmbeddedServer) -> None:
     app = create_app(server.system, SETTINGS)
-    fast = SignalFastPath(
-        app,
-        server.system,
-        observability(app),
-        CorsPolicy(ORIGINS),
-        max_body=SETTINGS.max_body,
-        body_timeout=SETTINGS.body_timeout,
-    )
+    fast = PostFastPath.wrap(app)
     async with httpx.AsyncClient(timeout=10) as client:
         sid, token = await _session(client, server.url, "parity")
         other, _ = await _session(client, server.url, "parity")

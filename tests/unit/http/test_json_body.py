@@ -12,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from roomkeeper.http.errors import ApiError
-from roomkeeper.http.jsonbody import MAX_DEPTH, JsonError, loads
 from roomkeeper.http.parsing import parse_json_object
+from roomkeeper.jsonutil import MAX_DEPTH, JsonError
+from roomkeeper.jsonutil import loads_untrusted as loads
 
 
 def dumps(value: Any) -> bytes:

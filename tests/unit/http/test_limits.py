@@ -9,13 +9,9 @@ from typing import Any
 
 import pytest
 
-from roomkeeper.http.limits import (
-    AddressLimits,
-    Admission,
-    ClientAddresses,
-    address_key,
-    mint_ticket,
-)
+from roomkeeper.http.addresses import ClientAddresses, address_key
+from roomkeeper.http.budgets import AddressLimits
+from roomkeeper.http.limits import Admission, mint_ticket
 
 # --- addresses ---------------------------------------------------------------------------------
 

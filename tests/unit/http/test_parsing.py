@@ -17,6 +17,7 @@ from roomkeeper.http.parsing import (
     check_uuid,
     connect_credentials,
     last_event_id,
+    page_limit,
     post_credentials,
     room_from,
     signal_fields,
@@ -266,7 +267,7 @@ def test_credentials_are_lowercased() -> None:
         (T, h(Authorization=f"Bearer {T2}")),
         (None, h(X_Token=T, Authorization=f"Bearer {T2}")),
         (T, h(X_Token=T, Authorization=f"Bearer {T2}")),
-        (T, h(X_Token=T.upper())),  # agreement is exact, not up to case
+        (T, h(X_Token=T2.upper())),
     ],
 )
 def test_credentials_disagreeing_is_403(body_token: str | None, headers: Headers) -> None:
@@ -275,6 +276,24 @@ def test_credentials_disagreeing_is_403(body_token: str | None, headers: Headers
         post_credentials(body, headers)
     assert info.value.status == 403
     assert T not in info.value.message and T2 not in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("body_token", "headers"),
+    [
+        (T, h(X_Token=T.upper())),
+        (T.upper(), h(X_Token=T)),
+        (T, h(Authorization=f"Bearer {T.upper()}")),
+        (None, h(X_Token=T.upper(), Authorization=f"Bearer {T}")),
+        (T.upper(), h(X_Token=T, Authorization=f"Bearer {T.title()}")),
+    ],
+    ids=["body-vs-x-token", "upper-body", "body-vs-bearer", "x-token-vs-bearer", "all-three"],
+)
+def test_credentials_agree_whatever_their_case(body_token: str | None, headers: Headers) -> None:
+    """UUIDs compare without case (the protocol says so): the same token given in two
+    places in different case is one token, and comes back lowercase."""
+    body = {"sender": S} if body_token is None else {"sender": S, "token": body_token}
+    assert post_credentials(body, headers) == (S, T)
 
 
 def test_credentials_token_missing_is_400() -> None:
@@ -375,6 +394,15 @@ def test_connect_token_not_uuid_is_returned_as_given() -> None:
     assert connect_credentials({"session_id": S, "token": "Wrong"}, Headers()) == (S, "Wrong")
 
 
+def test_connect_tokens_in_different_case_agree() -> None:
+    got = connect_credentials({"session_id": S, "token": T.upper()}, h(X_Token=T))
+    assert got == (S, T)
+    got = connect_credentials({"token": T}, h(X_Token=T.upper(), Authorization=f"Bearer {T}"))
+    assert got == (None, T)
+    # a token that is no UUID is compared as it is (it matches no session anyway)
+    assert connect_credentials({"token": "Wrong"}, h(X_Token="wrong")) == (None, "")
+
+
 def test_connect_tokens_that_differ_match_nothing() -> None:
     got = connect_credentials({"session_id": S, "token": T}, h(X_Token=T2))
     assert got == (S, "")
@@ -407,3 +435,43 @@ def test_last_event_id_big_values_kept_exact() -> None:
     big = "9" * 80
     assert last_event_id({}, h(Last_Event_ID=big)) == int(big)
     assert last_event_id({}, h(Last_Event_ID="000123")) == 123
+
+
+# --- page_limit ----------------------------------------------------------------------------
+
+
+def test_page_limit_absent_or_empty_is_the_default() -> None:
+    assert page_limit(None, default=100, maximum=1000) == 100
+    assert page_limit("", default=100, maximum=1000) == 100
+
+
+@pytest.mark.parametrize(("text", "value"), [("1", 1), ("42", 42), ("1000", 1000), ("0007", 7)])
+def test_page_limit_ascii_digits(text: str, value: int) -> None:
+    assert page_limit(text, default=100, maximum=1000) == value
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["0", "1001", "-1", "+5", " 5", "5 ", "1e3", "0x10", "\u00b2", "\u0663", "\uff15", "99999"],
+    ids=[
+        "zero",
+        "over",
+        "minus",
+        "plus",
+        "space-before",
+        "space-after",
+        "exponent",
+        "hex",
+        "superscript-two",
+        "arabic-indic-three",
+        "fullwidth-five",
+        "five-digits",
+    ],
+)
+def test_page_limit_anything_else_is_400(text: str) -> None:
+    """str.isdigit() takes "²" (int() then fails: a 500) and Arabic-Indic digits (which
+    int() reads): only ASCII digits are a page size."""
+    with pytest.raises(ApiError) as info:
+        page_limit(text, default=100, maximum=1000)
+    assert info.value.status == 400
+    assert "from 1 to 1000" in info.value.message

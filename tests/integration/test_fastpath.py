@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from roomkeeper.http.app import AppSettings, create_app
-from roomkeeper.http.fastpath import AsgiHeaders, PostFastPath
+from roomkeeper.http.fastpath import PostFastPath
 from roomkeeper.testing import AsyncEmbeddedServer, serve_async
 
 ORIGINS = ("https://app.example",)
@@ -133,10 +133,3 @@ async def test_the_fast_path_answers_as_the_quart_route(server: AsyncEmbeddedSer
             assert by_fast_path == by_quart, (query, headers, body)
             statuses.append(by_quart[0])
     assert {200, 400, 403, 411, 413} <= set(statuses)
-
-
-def test_asgi_headers_are_looked_up_without_case() -> None:
-    headers = AsgiHeaders([(b"content-length", b"12"), (b"x-token", b"a"), (b"x-token", b"b")])
-    assert headers.get("Content-Length") == "12"
-    assert headers.get("X-TOKEN") == "a"  # the first, as Werkzeug's Headers.get
-    assert headers.get("Authorization") is None

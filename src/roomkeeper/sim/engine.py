@@ -12,7 +12,8 @@ What makes a run reproducible:
 - trio runs tasks that become runnable together in a random order. The run seeds that
   order through the seam pytest-trio uses for Hypothesis (``trio._core._run._r`` and
   ``_ALLOW_DETERMINISTIC_SCHEDULING``, restored afterwards): it is private to trio, so
-  ``tests/unit/test_sim.py`` checks reproducibility across processes and hash seeds.
+  ``tests/integration/test_sim_processes.py`` checks reproducibility across processes and
+  hash seeds.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import outcome
 import trio
 
 from ..jsonutil import loads
-from .actor import Actor, ActorContext
+from .actor import Actor, ActorContext, receive
 from .errors import Elsewhere, Fenced, HandlerError, RuntimeFailure, ShuttingDown, StorageError
 from .ids import ActorId
 from .mailbox import Envelope, Kind, Mailbox
@@ -143,7 +143,7 @@ class Activation:
         self.system.stats_for(self.namespace).on_dequeue(envelope)
         if kind is Kind.MESSAGE:
             message = envelope.message
-            await self._transact(envelope, lambda actor: actor.on_message(message))
+            await self._transact(envelope, lambda actor: receive(actor, message))
         elif kind is Kind.ALARM:
             await self._alarm(envelope)
         elif kind is Kind.STREAM_CLOSED:

@@ -25,10 +25,9 @@ import trio
 
 from .config import Config
 from .groups import reraise_single, unwrap
+from .signaling import SessionView
 
 if TYPE_CHECKING:
-    from roomkeeper_actors.signaling import SessionInfo
-
     from .runtime import ActorSystem, NamespaceSnapshot
     from .server import RunningServer
 
@@ -71,13 +70,12 @@ def embedded_config(config: Config | None = None, **overrides: Any) -> Config:
     return Config(**{**TEST_DEFAULTS, **overrides})
 
 
-async def _sessions(system: ActorSystem, *, room: str) -> list[SessionInfo]:
-    from roomkeeper_actors.signaling.messages import Inspect
-
+async def _sessions(system: ActorSystem, *, room: str) -> list[SessionView]:
+    """The room's sessions as its ``describe()`` view lists them."""
     from .http.app import ROOMS
 
-    infos = await system.get(ROOMS, room).ask(Inspect())
-    return [info for info in infos if info is not None]
+    view = await system.get(ROOMS, room).describe()
+    return [SessionView.from_json(s) for s in (view or {}).get("sessions", [])]
 
 
 class EmbeddedServer:
@@ -220,7 +218,7 @@ class EmbeddedServer:
 
         return self._in_server(snapshot)
 
-    def sessions(self, room: str) -> list[SessionInfo]:
+    def sessions(self, room: str) -> list[SessionView]:
         """The sessions of ``room`` in join order: connected or not, queued signals...
         (no tokens)."""
         return self._in_server(partial(_sessions, room=room))
@@ -266,7 +264,7 @@ class AsyncEmbeddedServer:
         """The runtime's per-namespace counters (live rooms, streams, messages...)."""
         return self.system.snapshot()
 
-    async def sessions(self, room: str) -> list[SessionInfo]:
+    async def sessions(self, room: str) -> list[SessionView]:
         """The sessions of ``room`` in join order (no tokens)."""
         return await _sessions(self.system, room=room)
 

@@ -16,9 +16,16 @@ from roomkeeper.http.app import ROOMS, create_app
 from roomkeeper.http.codec import SseCodec
 from roomkeeper.jsonutil import dumps
 from roomkeeper.observe import ActivityTracker, AdminView, observability
-from roomkeeper.runtime import Actor, ActorSystem, Binding, MemoryBackend, open_actor_system
+from roomkeeper.runtime import (
+    Actor,
+    ActorSystem,
+    Binding,
+    MemoryBackend,
+    WallClock,
+    open_actor_system,
+)
 from roomkeeper.runtime.ids import ActorId
-from roomkeeper.runtime.storage import WriteSet
+from roomkeeper.runtime.storage import MemoryCluster, WriteSet
 from roomkeeper.signaling import Connect, Joined
 
 TOKEN = "admin-token-0123456789abcdef"
@@ -269,3 +276,20 @@ async def test_any_namespace_shows_its_actors_described_views(
     assert orjson.loads(await detail.get_data())["view"] == view
     assert SECRET not in (await detail.get_data()).decode()
     assert missing.status_code == 404
+
+
+async def test_a_room_served_by_another_node_is_421_naming_it() -> None:
+    cluster = MemoryCluster(WallClock())
+    a_node, b_node = cluster.node("a", "http://a.example"), cluster.node("b", "http://b.example")
+    binding = {ROOMS: Binding("roomkeeper_actors.signaling.room:Room")}
+    async with (
+        open_actor_system(binding, codec=SseCodec(1000), backend=a_node) as a,
+        open_actor_system(binding, codec=SseCodec(1000), backend=b_node) as b,
+    ):
+        await join(a, "shared")
+        app = create_app(b)
+        observability(app).enable_admin(TOKEN)
+        async with app.test_app() as test_app:
+            response = await test_app.test_client().get("/admin/rooms/shared", headers=AUTH)
+    assert response.status_code == 421
+    assert "http://a.example" in (await body(response))["error"]

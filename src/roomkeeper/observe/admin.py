@@ -16,13 +16,21 @@ nothing of rooms, nor of ``roomkeeper.http``; its errors have the API's shape,
 from __future__ import annotations
 
 import hmac
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from quart import Response, request
 
 from ..jsonutil import dumps
-from ..runtime import ActorSystem, HandlerError, Overloaded, StorageError, WallClock
+from ..runtime import (
+    ActorSystem,
+    Elsewhere,
+    HandlerError,
+    Overloaded,
+    StorageError,
+    WallClock,
+)
 from ..runtime.ids import ActorId
 
 __all__ = ["DEFAULT_PAGE", "MAX_PAGE", "ActivityTracker", "AdminError", "AdminView"]
@@ -127,7 +135,10 @@ class AdminView:
                     raise AdminError(404, "nothing stored under that name")
             view = await stub.describe()
         except Overloaded as exc:
-            raise AdminError(503, f"Service Unavailable: {exc}", {"Retry-After": "1"}) from exc
+            wait = str(max(1, math.ceil(exc.retry_after)))
+            raise AdminError(503, f"Service Unavailable: {exc}", {"Retry-After": wait}) from exc
+        except Elsewhere as exc:  # ask the node that serves it
+            raise AdminError(421, f"Misdirected Request: {exc}") from exc
         except StorageError as exc:
             raise _storage_failed() from exc
         except HandlerError as exc:

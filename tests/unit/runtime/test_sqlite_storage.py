@@ -77,6 +77,31 @@ async def test_a_cancelled_waiting_commit_does_not_stall_the_others(tmp_path: Pa
         await backend.close()
 
 
+async def test_commits_cancelled_anywhere_in_the_queue_leave_the_writer_working(
+    tmp_path: Path,
+) -> None:
+    """Callers cancelled while they wait, lead, or wait on a group in flight (a deadline
+    over many busy actors hits all three): the others go on, the next commit works."""
+    backend = SQLiteBackend(tmp_path / "db.sqlite3")
+    await backend.open()
+
+    async def loop(n: int) -> None:
+        for i in range(10**9):
+            await backend.commit(ActorId("t", f"a{n}"), writes(i))
+
+    try:
+        for _ in range(5):
+            with trio.move_on_after(0.05):
+                async with trio.open_nursery() as nursery:
+                    for n in range(32):
+                        nursery.start_soon(loop, n)
+        await backend.commit(ActorId("t", "last"), writes(1))
+        assert (await backend.load(ActorId("t", "last"))).values == {"k": b"1"}
+        assert not backend._queue and not backend._busy
+    finally:
+        await backend.close()
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "memory"])
 async def test_an_actor_with_nothing_stored_keeps_no_row(kind: str, tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"

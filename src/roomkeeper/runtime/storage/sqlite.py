@@ -204,11 +204,11 @@ class SQLiteBackend:
             try:
                 await item.wake.wait()
             except BaseException:
-                if not item.finished:
+                if item in self._queue:  # not taken into a group yet: withdraw it
                     self._queue.remove(item)
                     if item.leading:
                         self._hand_on()
-                raise
+                raise  # (a group already taken commits it all the same)
             if item.finished:
                 if item.error is not None:
                     raise item.error

@@ -11,7 +11,8 @@ run from there (``PYTHONPATH``), with this tree's venv. Each server runs pinned 
 and bench/loadgen.py to core 1, as in bench/relay_bench.py; rounds alternate which server
 goes first. Per round and server, on a fresh SQLite file: ``throughput`` (a closed loop
 of 32 POSTs in flight over 8 rooms of 4 peers: delivered signals/s) and ``latency`` at a
-fixed 200 signals/s (p50, p99). The table gives the median over rounds of each figure.
+fixed 200 signals/s (p50, p99), and the server's CPU time per signal at full load. The
+table gives the median over rounds of each figure.
 ``--storage-only`` measures instead what a durable signal adds to the storage path: one
 small put per signal through this tree's ``SQLiteBackend.commit`` (a history-sized row,
 ``--concurrency`` commits in flight, as from that many rooms), commits/s and how many
@@ -83,6 +84,8 @@ def measure(args: argparse.Namespace, tree: Tree) -> dict[str, float]:
         (fixed,) = loadgen(args, "latency", url, pid, ["--rate", str(args.rate)])["rates"]
     figures = {
         "signals_per_s": top["signals_per_s"],
+        # CPU time per signal hardly moves when other processes take the CPU away.
+        "server_cpu_us_per_signal": round(top["server_cpu_pct"] * 1e4 / top["signals_per_s"]),
         "p99_ms_at_rate": fixed["latency_ms"]["p99"],
         "p50_ms_at_rate": fixed["latency_ms"]["p50"],
     }

@@ -40,6 +40,9 @@ class RoomConfig:
     """Bytes of signals a session may hold (replay history and queue together)."""
     room_bytes: int = attrs.field(default=16 << 20, validator=ge(0))
     """Bytes of signals a room may hold, all its sessions together."""
+    durable_history: bool = True
+    """Write each replay history entry with its signal's answer; else only through
+    ``RoomState.volatile_writes`` (hibernation and shutdown)."""
 
 
 @attrs.frozen

@@ -65,6 +65,7 @@ class RoomEnv:
                 max_peers=config.max_peers,
                 session_bytes=config.session_bytes,
                 room_bytes=config.room_bytes,
+                durable_history=config.durable_signals == "on",
             ),
             account=MemoryAccount(config.memory_budget),
         )
@@ -190,7 +191,10 @@ class Room(Actor):
     async def on_hibernate(self) -> None:
         self._persist()
         for key, value in self.state.volatile_writes().items():
-            self.ctx.storage.put(key, value)
+            if isinstance(value, bytes):
+                self.ctx.storage.put_raw(key, value)
+            else:
+                self.ctx.storage.put(key, value)
         self.env.account.report(self.ctx.id, 0)  # dropped from memory
 
     # -- effects -----------------------------------------------------------------------

@@ -55,6 +55,8 @@ class Session:
     next_qseq: int = 0
     held: int = 0
     """Bytes of signal data in ``history`` and ``queue``."""
+    stored: set[int] = attrs.Factory(set)
+    """Event ids of the history entries that have a key in storage."""
 
     @classmethod
     def new(cls, session_id: str, token: str, key: int, seq: int, config: RoomConfig) -> Session:

@@ -153,7 +153,7 @@ class RoomState:
         if last_event_id is not None and session.owns(last_event_id):
             session.hwm = max(session.hwm, last_event_id)
             for eid, out in session.take_history_after(last_event_id):
-                self._delete(storage.history_key(sid, eid, out))
+                self._unstore(session, eid, out)
                 replay.append(out)
         for qseq, out in session.take_queue():
             self._delete(storage.queue_key(sid, qseq, out))
@@ -270,7 +270,9 @@ class RoomState:
             self._drop_oldest(session)
         if self.config.replay_limit > 0 and self._fit(session, size(out)):
             session.keep(event_id, out)
-            self._put(storage.history_key(session_id, event_id, out), out.data)
+            if self.config.durable_history:
+                session.stored.add(event_id)
+                self._put(storage.history_key(session_id, event_id, out), out.data)
 
     # -- outputs -------------------------------------------------------------------------
     def take_writes(self) -> tuple[dict[str, Any], set[str]]:
@@ -280,12 +282,17 @@ class RoomState:
         return puts, deletes
 
     def volatile_writes(self) -> dict[str, Any]:
-        """Puts that save what lives only in memory (replay history, request ids, id
-        high-water marks, rate buckets), for hibernation and shutdown."""
-        return {
-            storage.volatile_key(sid): storage.volatile_record(s)
-            for sid, s in self._sessions.items()
-        }
+        """Puts that save what lives only in memory (request ids, id high-water marks,
+        rate buckets, and without ``durable_history`` the replay history not yet
+        stored, which counts as stored from now on), for hibernation and shutdown."""
+        puts: dict[str, Any] = {}
+        for sid, session in self._sessions.items():
+            puts[storage.volatile_key(sid)] = storage.volatile_record(session)
+            for eid, out in session.history:
+                if eid not in session.stored:
+                    session.stored.add(eid)
+                    puts[storage.history_key(sid, eid, out)] = out.data
+        return puts
 
     @property
     def held(self) -> int:
@@ -346,7 +353,13 @@ class RoomState:
 
     def _drop_oldest(self, session: Session) -> None:
         eid, out = session.drop_oldest()
-        self._delete(storage.history_key(session.session_id, eid, out))
+        self._unstore(session, eid, out)
+
+    def _unstore(self, session: Session, eid: int, out: Outgoing) -> None:
+        """A history entry left the history: delete its key, if it has one."""
+        if eid in session.stored:
+            session.stored.discard(eid)
+            self._delete(storage.history_key(session.session_id, eid, out))
 
     def _fit(self, session: Session, more: int) -> bool:
         """Drop the oldest replay history, the session's then the room's, until ``more``

@@ -70,7 +70,7 @@ def session_keys(session: Session) -> list[str]:
     """Every key that may hold something of this session."""
     sid = session.session_id
     queued = [queue_key(sid, qseq, out) for qseq, out in session.queue]
-    kept = [history_key(sid, eid, out) for eid, out in session.history]
+    kept = [history_key(sid, eid, out) for eid, out in session.history if eid in session.stored]
     return [session_key(sid), volatile_key(sid), *queued, *kept]
 
 
@@ -141,6 +141,7 @@ def load(
         session = sessions[sid]
         for eid, out in sorted(history.items(), key=lambda entry: entry[0]):
             session.keep(eid, out)
+            session.stored.add(eid)
             session.hwm = max(session.hwm, eid)
     for sid, entries in queued.items():
         session = sessions[sid]

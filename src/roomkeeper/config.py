@@ -150,6 +150,15 @@ def _log_format(value: object) -> str | None:
     return None
 
 
+ON_OFF = ("on", "off")
+
+
+def _on_off(value: object) -> str | None:
+    if value not in ON_OFF:
+        return f"must be 'on' or 'off', got {_show(value)}"
+    return None
+
+
 def _optional_path(value: object) -> str | None:
     if not isinstance(value, str):
         return f"must be a file path (or empty for none), got {_show(value)}"
@@ -377,6 +386,14 @@ class Config:
         _parse_int,
         "bytes of signals kept per room; oldest history first out",
         "BYTES",
+    )
+    durable_signals: str = _setting(
+        "on",
+        _on_off,
+        _parse_lower,
+        "'on': each signal's replay history entry is committed before its 200 (a kill -9 "
+        "loses no acknowledged signal); 'off': saved only at hibernation and shutdown",
+        "ON|OFF",
     )
     memory_budget: int = _setting(
         attrs.Factory(default_memory_budget),

@@ -66,6 +66,7 @@ def test_defaults() -> None:
         "trust_proxy": 0,
         "session_bytes": 2 << 20,
         "room_bytes": 16 << 20,
+        "durable_signals": "on",
         "memory_budget": default_memory_budget(),
         "admission": "",
     }
@@ -153,6 +154,7 @@ EXAMPLES: list[tuple[str, str, Any]] = [
     ("session_bytes", "65536", 65536),
     ("room_bytes", "1048576", 1048576),
     ("memory_budget", "268435456", 268435456),
+    ("durable_signals", "OFF", "off"),
     ("admission", "secret:0123456789abcdef", "secret:0123456789abcdef"),
 ]
 
@@ -239,6 +241,7 @@ def test_unrelated_env_ignored() -> None:
         ("trust_proxy", "-1", "at least 0"),
         ("trust_proxy", "yes", "must be an integer"),
         ("memory_budget", "0", "positive integer"),
+        ("durable_signals", "no", "'on' or 'off'"),
         ("session_bytes", "1e6", "must be an integer"),
         ("admission", "0123456789abcdef", "'secret:' followed by"),
         ("admission", "secret:short", "at least 16 visible ASCII"),

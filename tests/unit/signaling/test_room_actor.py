@@ -370,3 +370,19 @@ async def test_rooms_joined_and_left_leave_no_row_behind(disk_clock: Any, tmp_pa
     finally:
         db.close()
     assert counts == [0, 0, 0]
+
+
+async def test_with_durable_signals_off_history_is_stored_at_hibernation(
+    autojump_clock: Any,
+) -> None:
+    backend = MemoryBackend()
+    async with rooms(backend, durable_history=False) as system, trio.open_nursery() as nursery:
+        a = await connect(system, nursery)
+        b = await connect(system, nursery)
+        room = system.get("rooms", "r")
+        commits = backend.commits
+        assert isinstance(await signal(system, a, b, 1), Done)
+        assert backend.commits == commits  # the signal wrote nothing
+        await trio.sleep(15)  # hibernation saves the history
+        assert [k for k in backend.values[room.id.hex] if k.startswith("h/")]
+        nursery.cancel_scope.cancel()

@@ -473,7 +473,8 @@ class RoomMachine(RuleBasedStateMachine):
 
     def _hibernate(self) -> None:
         """The actor is dropped from memory and rebuilt; the runtime keeps its streams."""
-        self.store.update({k: dumps(v) for k, v in self.state.volatile_writes().items()})
+        writes = self.state.volatile_writes().items()
+        self.store.update({k: v if isinstance(v, bytes) else dumps(v) for k, v in writes})
         for model in self.live.values():
             model.saved_rids = set(model.rids)
         before = [self.state.session_info(sid) for sid in self.state.roster()]

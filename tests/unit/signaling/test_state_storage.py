@@ -282,3 +282,27 @@ def test_written_values_are_plain_json_and_ids_fit_any_codec() -> None:
             # Our own numbers (keys, event ids) stay within what orjson accepts; only a
             # client's payload may need the runtime's big-integer fallback.
             assert orjson.loads(orjson.dumps(value)) == value, key
+
+
+def test_without_durable_history_a_delivery_writes_nothing_until_hibernation() -> None:
+    """``--durable-signals off``: history lives in memory, saved by volatile_writes."""
+    store = Store()
+    config = RoomConfig(durable_history=False, replay_limit=2)
+    state = RoomState("r", config)
+    one = join(state, 1)
+    join(state, 2)
+    store.commit(state)
+    for n in range(3):
+        emit = the_emit(send(state, 2, 1, payload={"n": n}, rid=f"q{n}"))
+        state.delivered("sid-1", one.id_floor + 1 + n, emit)
+        assert state.take_writes() == ({}, set())  # nothing, trimming included
+    store.put_all(state.volatile_writes())
+    assert len([k for k in store.data if k.startswith("h/")]) == 2
+    assert not [k for k in state.volatile_writes() if k.startswith("h/")]  # stored now
+    emit = the_emit(send(state, 2, 1, payload={"n": 3}))
+    state.delivered("sid-1", one.id_floor + 4, emit)
+    _, deletes = state.take_writes()  # the oldest stored entry leaves the history
+    assert deletes == {k for k in store.data if k.startswith(f"h/sid-1/{one.id_floor + 2}")}
+    again = RoomState.restore("r", config, store.data)
+    info = again.session_info("sid-1")
+    assert info is not None and info.replayable == 2

@@ -144,6 +144,7 @@ def main() -> int:
     parser.add_argument("--storage-only", action="store_true", help="SQLite commits/s only")
     parser.add_argument("--concurrency", type=int, default=32, help="--storage-only actors")
     args = parser.parse_args()
+    log(f"load average at start: {os.getloadavg()}")
     if args.storage_only:
         for concurrency in (1, args.concurrency):
             print(f"{concurrency} in flight: {commit_rate(concurrency, args.duration)}")
@@ -181,6 +182,7 @@ def main() -> int:
         print(f"| {key} | {b:g} | {a:g} | {a / b:.2f} |")
     if args.save:
         args.save.write_text(json.dumps(runs, indent=1))
+    log(f"load average at end: {os.getloadavg()}")
     return 0
 
 

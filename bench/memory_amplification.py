@@ -128,6 +128,7 @@ def main() -> int:
     parser.add_argument("--flags", default="", help="extra server flags for this tree")
     parser.add_argument("--before", help="a commit to run too, for comparison")
     args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()}", file=sys.stderr)
     trees = [("this tree", ROOT / "src", shlex.split(args.flags))]
     with contextlib.ExitStack() as stack:
         if args.before:
@@ -150,6 +151,7 @@ def main() -> int:
                 started = time.monotonic()
                 result = trio.run(run, url, pid, args.signals)
             print(f"{label} {' '.join(flags)}: {result} ({time.monotonic() - started:.0f} s)")
+    print(f"load average at end: {os.getloadavg()}", file=sys.stderr)
     return 0
 
 

@@ -13,9 +13,16 @@ ID_SPAN = 10**20
 names its session (``event_id // ID_SPAN == key``) without being guessable."""
 
 
-def _redacted(data: dict[str, Any]) -> str:
-    """repr of event data with any token hidden, so effects can be logged safely."""
+def _redacted(data: dict[str, Any] | bytes) -> str:
+    """repr of event data with any token hidden, so effects can be logged safely (encoded
+    signal data carries no token: its length is shown, not its bytes)."""
+    if isinstance(data, bytes):
+        return f"<{len(data)} bytes>"
     return repr({k: "<redacted>" if k == "token" else v for k, v in data.items()})
+
+
+EventData: TypeAlias = dict[str, Any] | bytes
+"""An event's data: a JSON object, or (for signals) the JSON text it is sent as."""
 
 
 @attrs.frozen
@@ -29,6 +36,13 @@ class RoomConfig:
     replay_limit: int = attrs.field(default=256, validator=ge(0))
     idempotency_window: int = attrs.field(default=256, validator=ge(0))
     max_peers: int = attrs.field(default=64, validator=ge(1))
+    session_bytes: int = attrs.field(default=2 << 20, validator=ge(0))
+    """Bytes of signals a session may hold (replay history and queue together)."""
+    room_bytes: int = attrs.field(default=16 << 20, validator=ge(0))
+    """Bytes of signals a room may hold, all its sessions together."""
+    durable_history: bool = True
+    """Write each replay history entry with its signal's answer; else only through
+    ``RoomState.volatile_writes`` (hibernation and shutdown)."""
 
 
 @attrs.frozen
@@ -43,11 +57,13 @@ class FreshSession:
 @attrs.frozen
 class Outgoing:
     """One event for a stream. ``record`` marks a signal that goes into the session's
-    replay history once the actor reports its event id with ``RoomState.delivered``."""
+    replay history once the actor reports its event id with ``RoomState.delivered``;
+    ``tag`` is ``<sender>/<request id>`` of a signal posted with an ``id``."""
 
     event: str
-    data: dict[str, Any] = attrs.field(repr=_redacted)
+    data: EventData = attrs.field(repr=_redacted)
     record: bool = False
+    tag: str | None = None
 
 
 @attrs.frozen
@@ -56,8 +72,9 @@ class Emit:
 
     session_id: str
     event: str
-    data: dict[str, Any] = attrs.field(repr=_redacted)
+    data: EventData = attrs.field(repr=_redacted)
     record: bool = False
+    tag: str | None = None
 
 
 @attrs.frozen
@@ -74,6 +91,11 @@ ROOM_FULL = 409
 """**extension** The status of a connect that would make a session in a room that holds
 ``max_peers`` already: the room's state, not the client's rate, is in the way (429 is for
 rates), and no credential would help (403 means a wrong token). Resumptions never get it."""
+
+
+QUEUE_FULL = 503
+"""**extension** The status of a signal to a peer without a stream whose queue is full (in
+count, or in bytes once no replay history is left to drop); with ``Retry-After``."""
 
 
 @attrs.frozen
@@ -120,3 +142,4 @@ class SessionInfo:
     join_seq: int
     id_hwm: int
     replayable: int
+    held: int = 0

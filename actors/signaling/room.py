@@ -17,6 +17,7 @@ from roomkeeper.jsonutil import dumps
 from roomkeeper.runtime import Actor, ActorContext, StreamInfo
 from roomkeeper.signaling import SessionView
 
+from .budget import MemoryAccount
 from .messages import Connect, Done, Inspect, Joined, Leave, Refused, Signal
 from .records import (
     ID_SPAN,
@@ -37,12 +38,22 @@ def random_session() -> FreshSession:
     return FreshSession(str(uuid.uuid4()), str(uuid.uuid4()), secrets.randbits(63))
 
 
+DEFAULT_BUDGET = 1 << 30
+"""The process's memory budget when none is given (a server's default derives it from the
+machine, ``Config.memory_budget``)."""
+
+MEMORY_RETRY_AFTER = 5
+"""Seconds a client refused for memory is told to wait."""
+
+
 @attrs.frozen
 class RoomEnv:
-    """What every room of a server shares: its limits and where fresh sessions come from."""
+    """What every room of a server shares: its limits, where fresh sessions come from,
+    and the account of bytes held against the process's memory budget."""
 
     config: RoomConfig = attrs.Factory(RoomConfig)
     fresh: Callable[[], FreshSession] = random_session
+    account: MemoryAccount = attrs.Factory(lambda: MemoryAccount(DEFAULT_BUDGET))
 
     @classmethod
     def from_config(cls, config: Any) -> RoomEnv:
@@ -53,7 +64,11 @@ class RoomEnv:
                 rate_burst=config.rate_burst,
                 rate_refill=config.rate_refill,
                 max_peers=config.max_peers,
-            )
+                session_bytes=config.session_bytes,
+                room_bytes=config.room_bytes,
+                durable_history=config.durable_signals == "on",
+            ),
+            account=MemoryAccount(config.memory_budget),
         )
 
 
@@ -72,7 +87,7 @@ class Room(Actor):
         super().__init__(ctx)
         env: RoomEnv = ctx.env if ctx.env is not None else RoomEnv()
         self.env = env
-        self.state = RoomState.restore(ctx.id.name, env.config, ctx.storage.list())
+        self.state = RoomState.restore(ctx.id.name, env.config, ctx.storage.list_raw())
         self.streams: dict[str, str] = {
             info.attachment["session_id"]: info.stream_id for info in ctx.streams()
         }
@@ -82,6 +97,11 @@ class Room(Actor):
         for sid in self.state.sessions_connected():
             if sid not in self.streams:
                 self.state.disconnected(now, sid, 0)
+        self._account()
+
+    def _account(self) -> None:
+        """Tell the process-wide account what this room holds now."""
+        self.env.account.report(self.ctx.id, self.state.held)
 
     def _finish(self, effects: list[Effect]) -> None:
         """Persist the handler's writes, then carry out its effects on other streams: at
@@ -97,8 +117,15 @@ class Room(Actor):
 
     # -- messages ----------------------------------------------------------------------
     async def on_message(self, message: Any) -> Any:
-        now = self.ctx.now()
+        try:
+            return self._handle(self.ctx.now(), message)
+        finally:
+            self._account()
+
+    def _handle(self, now: float, message: Any) -> Any:
         if isinstance(message, Signal):
+            if self.env.account.full:
+                return Refused(503, "server is at its memory budget", MEMORY_RETRY_AFTER)
             result = self.state.signal(
                 now,
                 sender=message.sender,
@@ -122,6 +149,8 @@ class Room(Actor):
 
     def _connect(self, now: float, message: Connect) -> Joined | Refused:
         no = message.refuse_new
+        if no is None and self.env.account.near:
+            no = Refused(503, "server is near its memory budget", MEMORY_RETRY_AFTER)
         result = self.state.connect(
             now,
             session_id=message.session_id,
@@ -172,14 +201,20 @@ class Room(Actor):
             return  # an old stream of a session that has a newer one
         self.streams.pop(sid, None)
         self._finish(self.state.disconnected(self.ctx.now(), sid, stream.last_id))
+        self._account()
 
     async def on_alarm(self) -> None:
         self._finish(self.state.expire(self.ctx.now()))
+        self._account()
 
     async def on_hibernate(self) -> None:
         self._persist()
         for key, value in self.state.volatile_writes().items():
-            self.ctx.storage.put(key, value)
+            if isinstance(value, bytes):
+                self.ctx.storage.put_raw(key, value)
+            else:
+                self.ctx.storage.put(key, value)
+        self.env.account.report(self.ctx.id, 0)  # dropped from memory
 
     # -- effects -----------------------------------------------------------------------
     def _perform(self, effects: Iterable[Effect]) -> int:
@@ -204,7 +239,8 @@ class Room(Actor):
             self._send(sid, stream_id, out)
 
     def _send(self, sid: str, stream_id: str, out: Outgoing | Emit) -> None:
-        event_id = self.ctx.send(stream_id, out.event, dumps(out.data))
+        data = out.data if isinstance(out.data, bytes) else dumps(out.data)
+        event_id = self.ctx.send(stream_id, out.event, data)
         if event_id is None:  # the stream just ended under us: queue, never drop
             self.streams.pop(sid, None)
             self._perform(self.state.undelivered(self.ctx.now(), sid, out))
@@ -218,7 +254,10 @@ class Room(Actor):
         for key in deletes:
             storage.delete(key)
         for key, value in puts.items():
-            storage.put(key, value)
+            if isinstance(value, bytes):
+                storage.put_raw(key, value)  # a signal, kept as sent
+            else:
+                storage.put(key, value)
         alarm = self.state.next_alarm()
         if alarm != self.ctx.alarm:
             if alarm is None:

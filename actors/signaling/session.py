@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any
 
 import attrs
 
 from .records import ID_SPAN, Outgoing, RoomConfig
 
 _EPSILON = 1e-9
+
+
+def size(out: Outgoing) -> int:
+    """Bytes a kept signal holds: its encoded data."""
+    return len(out.data) if isinstance(out.data, bytes) else 0
 
 
 @attrs.define
@@ -47,8 +51,12 @@ class Session:
     bucket: TokenBucket
     connected: bool = False
     expires_at: float | None = None
-    queue: deque[tuple[int, dict[str, Any]]] = attrs.Factory(deque)
+    queue: deque[tuple[int, Outgoing]] = attrs.Factory(deque)
     next_qseq: int = 0
+    held: int = 0
+    """Bytes of signal data in ``history`` and ``queue``."""
+    stored: set[int] = attrs.Factory(set)
+    """Event ids of the history entries that have a key in storage."""
 
     @classmethod
     def new(cls, session_id: str, token: str, key: int, seq: int, config: RoomConfig) -> Session:
@@ -58,7 +66,7 @@ class Session:
             key=key,
             seq=seq,
             hwm=key * ID_SPAN,
-            history=deque(maxlen=config.replay_limit),
+            history=deque(),
             requests={},
             bucket=TokenBucket(config.rate_burst),
         )
@@ -67,19 +75,39 @@ class Session:
         """Whether an event id lies in this session's id space."""
         return event_id // ID_SPAN == self.key
 
-    def enqueue(self, data: dict[str, Any]) -> int:
+    def enqueue(self, out: Outgoing) -> int:
         """Queue a signal for delivery on reconnection; its queue sequence number."""
         qseq = self.next_qseq
         self.next_qseq += 1
-        self.queue.append((qseq, data))
+        self.queue.append((qseq, out))
+        self.held += size(out)
         return qseq
 
-    def take_history_after(self, event_id: int) -> list[Outgoing]:
+    def take_queue(self) -> list[tuple[int, Outgoing]]:
+        """Remove and return the whole queue, oldest first."""
+        taken = list(self.queue)
+        self.queue.clear()
+        self.held -= sum(size(out) for _, out in taken)
+        return taken
+
+    def keep(self, event_id: int, out: Outgoing) -> None:
+        """Add a sent signal to the replay history."""
+        self.history.append((event_id, out))
+        self.held += size(out)
+
+    def drop_oldest(self) -> tuple[int, Outgoing]:
+        """Remove the oldest replay history entry."""
+        entry = self.history.popleft()
+        self.held -= size(entry[1])
+        return entry
+
+    def take_history_after(self, event_id: int) -> list[tuple[int, Outgoing]]:
         """Remove and return the history entries after ``event_id``, oldest first. They
         come back with new ids through ``delivered`` once they are sent again."""
-        taken: list[Outgoing] = []
+        taken: list[tuple[int, Outgoing]] = []
         while self.history and self.history[-1][0] > event_id:
-            taken.append(self.history.pop()[1])
+            taken.append(self.history.pop())
+            self.held -= size(taken[-1][1])
         taken.reverse()
         return taken
 

@@ -9,8 +9,15 @@ and storage; it feeds events in and performs what comes out:
   order, on success and failure alike (a call may first expire sessions whose grace
   ended, and the remaining streams must get the new roster);
 - ``take_writes`` after each call gives the storage puts and deletes to commit
-  (layout in ``storage``); ``volatile_writes`` before hibernation and at shutdown;
-- ``delivered`` reports the event id each recorded signal got on the wire;
+  (layout in ``storage``; a signal's entry is a ``bytes`` value, its data as sent);
+  ``volatile_writes`` before hibernation and at shutdown;
+- ``delivered`` reports the event id each recorded signal got on the wire (its replay
+  history entry is then one of the writes);
+- ``held`` is the bytes of signal data the room keeps (history and queues), within
+  ``RoomConfig.session_bytes`` per session and ``room_bytes`` for the room.
+
+A signal's payload comes in as the JSON text it will be sent as, and stays bytes: the
+rules never look inside it.
 - ``next_alarm`` is when ``expire`` should be called next.
 """
 
@@ -22,9 +29,12 @@ from typing import Any
 
 import attrs
 
+from roomkeeper.jsonutil import dumps
+
 from . import storage
 from .records import (
     ID_SPAN,
+    QUEUE_FULL,
     ROOM_FULL,
     Accepted,
     Connected,
@@ -37,7 +47,7 @@ from .records import (
     RoomConfig,
     SessionInfo,
 )
-from .session import Session
+from .session import Session, size
 
 __all__ = [
     "ID_SPAN",
@@ -76,16 +86,24 @@ class RoomState:
         self._deletes: set[str] = set()
 
     @classmethod
-    def restore(cls, room: str, config: RoomConfig | None, records: Mapping[str, Any]) -> RoomState:
+    def restore(
+        cls, room: str, config: RoomConfig | None, records: Mapping[str, bytes]
+    ) -> RoomState:
         """Rebuild from the key/value pairs written through ``take_writes`` and
         ``volatile_writes``. Sessions stored without ``expires_at`` count as connected;
         the caller should then report streams lost meanwhile and call ``expire``."""
         state = cls(room, config)
-        sessions, orphans = storage.load(records, state.config)
+        sessions, orphans, upgrade = storage.load(records, state.config)
         for session in sessions:
             state._add(session)
+        for session in sessions:  # within this config's limits (they may have shrunk)
+            while len(session.history) > state.config.replay_limit:
+                state._drop_oldest(session)
+            state._fit(session, 0)
         for key in orphans:
             state._delete(key)
+        for key, raw in upgrade.items():
+            state._put(key, raw)
         return state
 
     # -- inputs ------------------------------------------------------------------------
@@ -134,11 +152,12 @@ class RoomState:
         replay: list[Outgoing] = []
         if last_event_id is not None and session.owns(last_event_id):
             session.hwm = max(session.hwm, last_event_id)
-            replay = session.take_history_after(last_event_id)
-        for qseq, data in session.queue:
-            self._delete(storage.queue_key(sid, qseq))
-            replay.append(Outgoing("signal", data, record=True))
-        session.queue.clear()
+            for eid, out in session.take_history_after(last_event_id):
+                self._unstore(session, eid, out)
+                replay.append(out)
+        for qseq, out in session.take_queue():
+            self._delete(storage.queue_key(sid, qseq, out))
+            replay.append(out)
         session.connected = True
         self._set_expiry(session, None)
         self._put(storage.session_key(sid), storage.session_record(session))
@@ -180,7 +199,8 @@ class RoomState:
         effects = self.disconnected(now, session_id, 0)
         session = self._sessions.get(session_id)
         if session is not None and entry.record:
-            self._put(storage.queue_key(session_id, session.enqueue(entry.data)), entry.data)
+            self._fit(session, size(_kept(entry)))  # room made if it can be; never refused
+            self._queue(session, _kept(entry))
         return effects
 
     def signal(
@@ -190,10 +210,14 @@ class RoomState:
         sender: str,
         token: str,
         to: str,
-        payload: dict[str, Any],
+        payload: bytes,
         request_id: str | None,
     ) -> Accepted | Rejected:
-        """A session posts a signal to a peer (checks: 403, 429, duplicate, 404, 503)."""
+        """A session posts a signal to a peer (checks: 403, 429, duplicate, 404, 503).
+
+        ``payload`` is the signal's JSON text. To a peer without a stream, the signal is
+        queued if it fits the queue's count and the byte budgets, the oldest replay
+        history (of the peer, then of the room) dropped to make room first; else 503."""
         config = self.config
         effects = self._roster(self._expire_due(now))
         source = self._sessions.get(sender)
@@ -207,14 +231,14 @@ class RoomState:
         target = self._sessions.get(to)
         if target is None:
             return Rejected(404, "no such peer in this room", effects=effects)
-        data = {"from": sender, "signal": payload}
+        data = b'{"from":' + dumps(sender) + b',"signal":' + payload + b"}"
+        tag = None if request_id is None else storage.tag(sender, request_id)
         if target.connected:
-            effects.append(Emit(to, "signal", data, record=True))
-        elif len(target.queue) >= config.queue_limit:
-            return Rejected(503, "peer's queue is full", retry_after=1, effects=effects)
+            effects.append(Emit(to, "signal", data, record=True, tag=tag))
+        elif len(target.queue) >= config.queue_limit or not self._fit(target, len(data)):
+            return Rejected(QUEUE_FULL, "peer's queue is full", retry_after=1, effects=effects)
         else:
-            qseq = target.enqueue(data)
-            self._put(storage.queue_key(to, qseq), storage.queue_record(data, request_id))
+            self._queue(target, Outgoing("signal", data, record=True, tag=tag))
         if request_id is not None:
             source.remember(request_id, config.idempotency_window)
         return Accepted(effects)
@@ -239,9 +263,16 @@ class RoomState:
         if session is None:
             return
         session.hwm = max(session.hwm, event_id)
-        if entry.record:
-            out = entry if isinstance(entry, Outgoing) else Outgoing(entry.event, entry.data, True)
-            session.history.append((event_id, out))
+        if not entry.record:
+            return
+        out = _kept(entry)
+        while len(session.history) >= self.config.replay_limit and session.history:
+            self._drop_oldest(session)
+        if self.config.replay_limit > 0 and self._fit(session, size(out)):
+            session.keep(event_id, out)
+            if self.config.durable_history:
+                session.stored.add(event_id)
+                self._put(storage.history_key(session_id, event_id, out), out.data)
 
     # -- outputs -------------------------------------------------------------------------
     def take_writes(self) -> tuple[dict[str, Any], set[str]]:
@@ -251,12 +282,22 @@ class RoomState:
         return puts, deletes
 
     def volatile_writes(self) -> dict[str, Any]:
-        """Puts that save what lives only in memory (replay history, request ids, id
-        high-water marks, rate buckets), for hibernation and shutdown."""
-        return {
-            storage.volatile_key(sid): storage.volatile_record(s)
-            for sid, s in self._sessions.items()
-        }
+        """Puts that save what lives only in memory (request ids, id high-water marks,
+        rate buckets, and without ``durable_history`` the replay history not yet
+        stored, which counts as stored from now on), for hibernation and shutdown."""
+        puts: dict[str, Any] = {}
+        for sid, session in self._sessions.items():
+            puts[storage.volatile_key(sid)] = storage.volatile_record(session)
+            for eid, out in session.history:
+                if eid not in session.stored:
+                    session.stored.add(eid)
+                    puts[storage.history_key(sid, eid, out)] = out.data
+        return puts
+
+    @property
+    def held(self) -> int:
+        """Bytes of signal data kept in replay histories and queues."""
+        return sum(s.held for s in self._sessions.values())
 
     def next_alarm(self) -> float | None:
         """When the next session expires, if any is disconnected."""
@@ -282,6 +323,7 @@ class RoomState:
             join_seq=session.seq,
             id_hwm=session.hwm,
             replayable=len(session.history),
+            held=session.held,
         )
 
     # -- internals -----------------------------------------------------------------------
@@ -304,6 +346,38 @@ class RoomState:
         del self._sessions[session.session_id]
         del self._by_key[session.key]
         self._set_expiry(session, None)
+
+    def _queue(self, session: Session, out: Outgoing) -> None:
+        qseq = session.enqueue(out)
+        self._put(storage.queue_key(session.session_id, qseq, out), out.data)
+
+    def _drop_oldest(self, session: Session) -> None:
+        eid, out = session.drop_oldest()
+        self._unstore(session, eid, out)
+
+    def _unstore(self, session: Session, eid: int, out: Outgoing) -> None:
+        """A history entry left the history: delete its key, if it has one."""
+        if eid in session.stored:
+            session.stored.discard(eid)
+            self._delete(storage.history_key(session.session_id, eid, out))
+
+    def _fit(self, session: Session, more: int) -> bool:
+        """Drop the oldest replay history, the session's then the room's, until ``more``
+        bytes fit the session's and the room's budgets; whether they do."""
+        config = self.config
+        while session.held + more > config.session_bytes and session.history:
+            self._drop_oldest(session)
+        held = self.held
+        while held + more > config.room_bytes:
+            kept = [s for s in self._sessions.values() if s.history]
+            if not kept:
+                break
+            # An event id's low digits are its send time (µs): comparable across sessions.
+            oldest = min(kept, key=lambda s: s.history[0][0] % ID_SPAN)
+            before = oldest.held
+            self._drop_oldest(oldest)
+            held -= before - oldest.held
+        return session.held + more <= config.session_bytes and held + more <= config.room_bytes
 
     def _set_expiry(self, session: Session, when: float | None) -> None:
         session.expires_at = when
@@ -341,3 +415,10 @@ class RoomState:
     def _delete(self, key: str) -> None:
         self._puts.pop(key, None)
         self._deletes.add(key)
+
+
+def _kept(entry: Outgoing | Emit) -> Outgoing:
+    """The signal of an ``Emit`` or ``Outgoing`` as history and queues keep it."""
+    if isinstance(entry, Outgoing):
+        return entry
+    return Outgoing(entry.event, entry.data, record=True, tag=entry.tag)

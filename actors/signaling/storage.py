@@ -1,21 +1,25 @@
 """How a room's sessions are laid out in its actor's key/value storage.
 
-Keys (``<sid>`` is the session id; every value is plain JSON):
+Keys (``<sid>`` is the session id):
 
 - ``s/<sid>``: the session record ``{"token", "key", "seq", "expires_at", "hwm"}``,
   written when the session is made, connects or disconnects. ``seq`` is its place in
   join order; ``expires_at`` is None while it has a stream.
-- ``q/<sid>/<n:012d>``: one signal queued for the session while it is disconnected,
-  ``{"from": S, "signal": {...}, "rid": request id or absent}``; one small put per queued
-  signal, deleted on delivery. ``rid`` restores the sender's idempotency memory after a
-  crash, so a retried POST is not queued twice.
-- ``v/<sid>``: the volatile snapshot ``{"hwm", "history": [[id, event, data], ...],
-  "requests": [...], "bucket": [tokens, stamp]}``, written only by
-  ``RoomState.volatile_writes`` (hibernation and shutdown): the replay history with event
-  ids, the recent accepted request ids and the rate-limit bucket.
+- ``h/<sid>/<event id>[/<tag>]``: one signal of the session's replay history, written
+  with the answer to the signal's POST (one small put per signal; deleted when it leaves
+  the history). The value is the event's data exactly as it was sent.
+- ``q/<sid>/<n:012d>[/<tag>]``: one signal queued for the session while it is
+  disconnected, the value as for history; deleted on delivery.
+- ``v/<sid>``: ``{"hwm", "requests": [...], "bucket": [tokens, stamp]}``, written only
+  by ``RoomState.volatile_writes`` (hibernation and shutdown): the recent accepted request
+  ids (also those whose signal left the history) and the rate-limit bucket.
 
-Event ids and keys exceed 64 bits, so they are stored as decimal strings: every JSON
-codec reads them, and orjson stays on its fast path. Ending a session deletes its keys.
+``<tag>`` is ``<sender>/<request id as UTF-8 hex>`` for a signal posted with an ``id``:
+it restores the sender's idempotency memory after a crash, so a retried POST is not
+delivered twice. Signal values are never parsed: the room keeps them as bytes.
+
+Event ids and keys exceed 64 bits, so they are stored as decimal strings. Ending a
+session deletes its keys.
 """
 
 from __future__ import annotations
@@ -23,20 +27,39 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from roomkeeper.jsonutil import dumps, loads
+
 from .records import Outgoing, RoomConfig
 from .session import Session
 
 SESSION = "s/"
+HISTORY = "h/"
 QUEUE = "q/"
 VOLATILE = "v/"
+
+
+def tag(sender: str, request_id: str) -> str:
+    return f"{sender}/{request_id.encode().hex()}"
+
+
+def untag(value: str) -> tuple[str, str]:
+    """``(sender, request id)`` of a tag."""
+    sender, _, hexed = value.partition("/")
+    return sender, bytes.fromhex(hexed).decode()
 
 
 def session_key(session_id: str) -> str:
     return SESSION + session_id
 
 
-def queue_key(session_id: str, qseq: int) -> str:
-    return f"{QUEUE}{session_id}/{qseq:012d}"
+def history_key(session_id: str, event_id: int, out: Outgoing) -> str:
+    key = f"{HISTORY}{session_id}/{event_id}"
+    return key if out.tag is None else f"{key}/{out.tag}"
+
+
+def queue_key(session_id: str, qseq: int, out: Outgoing) -> str:
+    key = f"{QUEUE}{session_id}/{qseq:012d}"
+    return key if out.tag is None else f"{key}/{out.tag}"
 
 
 def volatile_key(session_id: str) -> str:
@@ -46,8 +69,9 @@ def volatile_key(session_id: str) -> str:
 def session_keys(session: Session) -> list[str]:
     """Every key that may hold something of this session."""
     sid = session.session_id
-    queued = [queue_key(sid, qseq) for qseq, _ in session.queue]
-    return [session_key(sid), volatile_key(sid), *queued]
+    queued = [queue_key(sid, qseq, out) for qseq, out in session.queue]
+    kept = [history_key(sid, eid, out) for eid, out in session.history if eid in session.stored]
+    return [session_key(sid), volatile_key(sid), *queued, *kept]
 
 
 def session_record(session: Session) -> dict[str, Any]:
@@ -60,52 +84,77 @@ def session_record(session: Session) -> dict[str, Any]:
     }
 
 
-def queue_record(data: dict[str, Any], request_id: str | None) -> dict[str, Any]:
-    return data if request_id is None else {**data, "rid": request_id}
-
-
 def volatile_record(session: Session) -> dict[str, Any]:
     return {
         "hwm": str(session.hwm),
-        "history": [[str(eid), out.event, out.data] for eid, out in session.history],
         "requests": list(session.requests),
         "bucket": [session.bucket.tokens, session.bucket.stamp],
     }
 
 
-def load(records: Mapping[str, Any], config: RoomConfig) -> tuple[list[Session], list[str]]:
-    """Sessions rebuilt from stored records, in join order, and the keys that belong to
-    no session (left over; the caller deletes them). Unknown prefixes are ignored."""
+def load(
+    records: Mapping[str, bytes], config: RoomConfig
+) -> tuple[list[Session], list[str], dict[str, bytes]]:
+    """Sessions rebuilt from stored records (raw values), in join order; the keys that
+    belong to no session (left over; the caller deletes them); and history entries of an
+    older layout to store under their own keys. Unknown prefixes are ignored."""
     sessions: dict[str, Session] = {}
-    for key, value in records.items():
+    for key, raw in records.items():
         if key.startswith(SESSION):
-            sessions[key[len(SESSION) :]] = _session(key[len(SESSION) :], value, config)
+            sid = key[len(SESSION) :]
+            sessions[sid] = _session(sid, loads(raw), config)
     orphans: list[str] = []
-    queued: dict[str, list[tuple[int, dict[str, Any]]]] = {}
-    for key, value in records.items():
-        if key.startswith(QUEUE):
-            sid, _, qseq = key[len(QUEUE) :].rpartition("/")
-            if sid in sessions:
-                data = dict(value)
-                request_id = data.pop("rid", None)
-                sender = sessions.get(data.get("from", ""))
-                if request_id is not None and sender is not None:
-                    sender.remember(str(request_id), config.idempotency_window)
-                queued.setdefault(sid, []).append((int(qseq), data))
-            else:
+    upgrade: dict[str, bytes] = {}
+    kept: dict[str, dict[int, Outgoing]] = {}
+    queued: dict[str, list[tuple[int, Outgoing]]] = {}
+    for key, raw in records.items():
+        prefix = key[:2]
+        if prefix in (HISTORY, QUEUE):
+            sid, number, rest = _split(key[2:])
+            if sid not in sessions:
                 orphans.append(key)
-        elif key.startswith(VOLATILE):
+                continue
+            out = Outgoing("signal", raw, record=True, tag=rest)
+            if rest is not None:
+                sender = sessions.get(untag(rest)[0])
+                if sender is not None:
+                    sender.remember(untag(rest)[1], config.idempotency_window)
+            if prefix == HISTORY:
+                kept.setdefault(sid, {})[number] = out
+            else:
+                queued.setdefault(sid, []).append((number, out))
+        elif prefix == VOLATILE:
             sid = key[len(VOLATILE) :]
             if sid in sessions:
-                _add_volatile(sessions[sid], value, config)
+                record = loads(raw)
+                legacy = _add_volatile(sessions[sid], record, config)
+                if legacy:
+                    record.pop("history")
+                    upgrade[key] = dumps(record)
+                for eid, out in legacy:
+                    assert isinstance(out.data, bytes)
+                    upgrade.setdefault(history_key(sid, eid, out), out.data)
+                    kept.setdefault(sid, {}).setdefault(eid, out)
             else:
                 orphans.append(key)
-    for sid, entries in queued.items():
-        entries.sort(key=lambda entry: entry[0])
+    for sid, history in kept.items():
         session = sessions[sid]
-        session.queue.extend(entries)
-        session.next_qseq = entries[-1][0] + 1
-    return sorted(sessions.values(), key=lambda s: s.seq), orphans
+        for eid, out in sorted(history.items(), key=lambda entry: entry[0]):
+            session.keep(eid, out)
+            session.stored.add(eid)
+            session.hwm = max(session.hwm, eid)
+    for sid, entries in queued.items():
+        session = sessions[sid]
+        for qseq, out in sorted(entries, key=lambda entry: entry[0]):
+            session.next_qseq = qseq
+            session.enqueue(out)
+    return sorted(sessions.values(), key=lambda s: s.seq), orphans, upgrade
+
+
+def _split(rest: str) -> tuple[str, int, str | None]:
+    """``<sid>/<number>[/<tag>]`` as its parts."""
+    parts = rest.split("/", 2)
+    return parts[0], int(parts[1]), parts[2] if len(parts) > 2 else None
 
 
 def _session(session_id: str, record: Mapping[str, Any], config: RoomConfig) -> Session:
@@ -119,13 +168,19 @@ def _session(session_id: str, record: Mapping[str, Any], config: RoomConfig) -> 
     return session
 
 
-def _add_volatile(session: Session, record: Mapping[str, Any], config: RoomConfig) -> None:
+def _add_volatile(
+    session: Session, record: Mapping[str, Any], config: RoomConfig
+) -> list[tuple[int, Outgoing]]:
+    """Fold a ``v/`` record in; the replay history it holds if written by an older
+    version (which kept history there, parsed), re-encoded."""
     session.hwm = max(session.hwm, int(record["hwm"]))
-    for eid, event, data in record["history"]:
-        session.history.append((int(eid), Outgoing(event, data, record=True)))
     for request_id in record["requests"]:
         session.remember(str(request_id), config.idempotency_window)
     if "bucket" in record:
         tokens, stamp = record["bucket"]
         session.bucket.tokens = min(float(tokens), config.rate_burst)
         session.bucket.stamp = None if stamp is None else float(stamp)
+    return [
+        (int(eid), Outgoing(event, dumps(data), record=True))
+        for eid, event, data in record.get("history", [])
+    ]

@@ -26,6 +26,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "config_from_sources",
+    "default_memory_budget",
     "default_storage",
     "env_name",
     "flag_name",
@@ -68,6 +69,25 @@ def default_storage(environ: Mapping[str, str] | None = None) -> str:
         home = env.get("HOME") or str(Path.home())
         base = Path(home) / ".local" / "share"
     return str(base / "roomkeeper" / "roomkeeper.sqlite3")
+
+
+MEMORY_BUDGET_SHARE = 4
+"""The default ``--memory-budget`` is this fraction (1/N) of physical memory ..."""
+MEMORY_BUDGET_CAP = 1 << 30
+"""... at most this many bytes ..."""
+MEMORY_BUDGET_FALLBACK = 256 << 20
+"""... or this when the machine's memory cannot be read."""
+
+
+def default_memory_budget() -> int:
+    """Bytes of signals the rooms may hold: a quarter of physical memory, at most 1 GiB."""
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return MEMORY_BUDGET_FALLBACK
+    if physical <= 0:
+        return MEMORY_BUDGET_FALLBACK
+    return min(physical // MEMORY_BUDGET_SHARE, MEMORY_BUDGET_CAP)
 
 
 def _show(value: object) -> str:
@@ -173,6 +193,15 @@ def _log_level(value: object) -> str | None:
 def _log_format(value: object) -> str | None:
     if value not in LOG_FORMATS:
         return f"must be one of {', '.join(LOG_FORMATS)}, got {_show(value)}"
+    return None
+
+
+ON_OFF = ("on", "off")
+
+
+def _on_off(value: object) -> str | None:
+    if value not in ON_OFF:
+        return f"must be 'on' or 'off', got {_show(value)}"
     return None
 
 
@@ -413,6 +442,36 @@ class Config:
         _non_negative_int,
         _parse_int,
         "reverse proxies in front whose X-Forwarded-For gives the client address (0: none)",
+    )
+    session_bytes: int = _setting(
+        2 << 20,
+        _positive_int,
+        _parse_int,
+        "bytes of signals kept per session (replay history and queue); oldest history first out",
+        "BYTES",
+    )
+    room_bytes: int = _setting(
+        16 << 20,
+        _positive_int,
+        _parse_int,
+        "bytes of signals kept per room; oldest history first out",
+        "BYTES",
+    )
+    durable_signals: str = _setting(
+        "on",
+        _on_off,
+        _parse_lower,
+        "'on': each signal's replay history entry is committed before its 200 (a kill -9 "
+        "loses no acknowledged signal); 'off': saved only at hibernation and shutdown",
+        "ON|OFF",
+    )
+    memory_budget: int = _setting(
+        attrs.Factory(default_memory_budget),
+        _positive_int,
+        _parse_int,
+        "bytes of signals all rooms may hold; near it new sessions get 503 "
+        "(default: a quarter of the machine's memory, at most 1 GiB)",
+        "BYTES",
     )
     admission: str = _setting(
         "",

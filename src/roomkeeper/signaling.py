@@ -13,6 +13,8 @@ from typing import Any
 
 import attrs
 
+from .jsonutil import dumps
+
 __all__ = ["Connect", "Done", "Joined", "Leave", "Refused", "SessionView", "Signal"]
 
 
@@ -28,12 +30,20 @@ class Connect:
     refuse_new: Refused | None = None
 
 
+def _encoded(payload: dict[str, Any] | bytes) -> bytes:
+    """The payload as the JSON text it will be sent as (the room never holds it parsed)."""
+    return payload if isinstance(payload, bytes) else bytes(memoryview(dumps(payload)))
+
+
 @attrs.frozen
 class Signal:
+    """A signal for a peer; ``payload`` is its JSON object, kept as encoded bytes (an
+    already encoded one is taken as it is)."""
+
     sender: str
     token: str = attrs.field(repr=False)
     to: str
-    payload: dict[str, Any]
+    payload: bytes = attrs.field(converter=_encoded, repr=lambda p: f"<{len(p)} bytes>")
     request_id: str | None = None
 
 

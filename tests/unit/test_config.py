@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from roomkeeper.config import (
     Config,
     ConfigError,
     config_from_sources,
+    default_memory_budget,
     default_storage,
     env_name,
     flag_name,
@@ -63,6 +65,10 @@ def test_defaults() -> None:
         "new_sessions_burst": 30.0,
         "streams_per_address": 200,
         "trust_proxy": 0,
+        "session_bytes": 2 << 20,
+        "room_bytes": 16 << 20,
+        "durable_signals": "on",
+        "memory_budget": default_memory_budget(),
         "admission": "",
         "advertise": "",
         "node_id": "",
@@ -111,6 +117,11 @@ def test_memory_storage() -> None:
     assert build({"storage": "/srv/rk.sqlite3"}).storage == "/srv/rk.sqlite3"
 
 
+def test_the_default_memory_budget_is_a_quarter_of_the_machine_capped() -> None:
+    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert default_memory_budget() == min(physical // 4, 1 << 30)
+
+
 def test_names() -> None:
     assert flag_name("rate_burst") == "--rate-burst"
     assert env_name("hibernate_after") == "ROOMKEEPER_HIBERNATE_AFTER"
@@ -145,6 +156,10 @@ EXAMPLES: list[tuple[str, str, Any]] = [
     ("new_sessions_burst", "5", 5.0),
     ("streams_per_address", "1000", 1000),
     ("trust_proxy", "1", 1),
+    ("session_bytes", "65536", 65536),
+    ("room_bytes", "1048576", 1048576),
+    ("memory_budget", "268435456", 268435456),
+    ("durable_signals", "OFF", "off"),
     ("admission", "secret:0123456789abcdef", "secret:0123456789abcdef"),
     ("advertise", "http://10.0.0.7:8787", "http://10.0.0.7:8787"),
     ("node_id", "node-1", "node-1"),
@@ -234,6 +249,9 @@ def test_unrelated_env_ignored() -> None:
         ("streams_per_address", "0", "positive integer"),
         ("trust_proxy", "-1", "at least 0"),
         ("trust_proxy", "yes", "must be an integer"),
+        ("memory_budget", "0", "positive integer"),
+        ("durable_signals", "no", "'on' or 'off'"),
+        ("session_bytes", "1e6", "must be an integer"),
         ("admission", "0123456789abcdef", "'secret:' followed by"),
         ("admission", "secret:short", "at least 16 visible ASCII"),
         ("admission", "secret:sixteen chars but spaces", "at least 16 visible ASCII"),

@@ -23,6 +23,8 @@ def _default_text(field: attrs.Attribute[object]) -> str:
     """How the README writes a setting's default."""
     if field.name == "storage":
         return "`<data folder>/roomkeeper/roomkeeper.sqlite3`"
+    if field.name == "memory_budget":
+        return "a quarter of physical memory, at most `1073741824`"
     value = field.default
     if value == "":
         return "(none)"

@@ -167,6 +167,32 @@ class ExtraCounters:
             yield CounterMetricFamily(name, text, read())
 
 
+class MemoryCollector:
+    """Bytes of signals held against the process's memory budget, from the account a
+    namespace's environment carries as ``account`` (``held`` and ``budget``, in bytes)."""
+
+    def __init__(self, system: ActorSystem) -> None:
+        self.system = system
+
+    def collect(self) -> Iterator[Metric]:
+        held = GaugeMetricFamily(
+            "roomkeeper_memory_held_bytes",
+            "Bytes of signals the rooms in memory hold (replay histories and queues).",
+            labels=["namespace"],
+        )
+        budget = GaugeMetricFamily(
+            "roomkeeper_memory_budget_bytes",
+            "The process's memory budget for them (--memory-budget).",
+            labels=["namespace"],
+        )
+        for name, namespace in sorted(self.system.namespaces.items()):
+            account = getattr(namespace.env, "account", None)
+            if account is not None:
+                held.add_metric([name], account.held)
+                budget.add_metric([name], account.budget)
+        yield from (held, budget)
+
+
 class Metrics:
     """The registry of one app and the metrics the HTTP layer updates."""
 
@@ -208,6 +234,7 @@ class Metrics:
         )
         info.labels(__version__).set(1)
         registry.register(RuntimeCollector(system))
+        registry.register(MemoryCollector(system))
         self.extra = ExtraCounters()
         registry.register(self.extra)
         if process:

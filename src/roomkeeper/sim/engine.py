@@ -126,13 +126,15 @@ class LiveMemory:
             self.samples.append((round(event.t, 3), self.live, size))
 
 
+def _default(default: object) -> object:
+    factory = getattr(default, "factory", None)  # an attrs.Factory
+    return factory() if callable(factory) else default
+
+
 def room_settings(workload: Workload) -> SimpleNamespace:
     """The server's default room settings with the workload's grace and queue limit (which
     may be values the server's own checks refuse, such as a queue limit of 0)."""
-    # (a default made by a factory, such as storage's, is left out: no room reads it)
-    defaults = {
-        f.name: f.default for f in attrs.fields(Config) if not hasattr(f.default, "factory")
-    }
+    defaults = {f.name: _default(f.default) for f in attrs.fields(Config)}
     return SimpleNamespace(
         **{**defaults, "grace": workload.grace, "queue_limit": workload.queue_limit}
     )

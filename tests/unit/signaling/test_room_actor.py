@@ -4,6 +4,7 @@ alarm, restarts and slow consumers. The rules themselves are tested in test_stat
 from __future__ import annotations
 
 import itertools
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ from roomkeeper.runtime import (
     WallClock,
     open_actor_system,
 )
+from roomkeeper_actors.signaling.budget import MemoryAccount
 from roomkeeper_actors.signaling.messages import (
     Connect,
     Done,
@@ -57,9 +59,14 @@ async def rooms(
     backend: StorageBackend | None = None,
     clock: WallClock | None = None,
     limits: StreamLimits | None = None,
+    account: MemoryAccount | None = None,
     **room: Any,
 ) -> AsyncIterator[ActorSystem]:
-    env = RoomEnv(RoomConfig(**{"grace": 30.0, **room}), counting_sessions())
+    env = RoomEnv(
+        RoomConfig(**{"grace": 30.0, **room}),
+        counting_sessions(),
+        account or MemoryAccount(1 << 30),
+    )
     config = RuntimeConfig(
         hibernate_after=10, streams=limits or StreamLimits(heartbeat=10, claim_timeout=60)
     )
@@ -290,4 +297,92 @@ async def test_what_a_failed_commit_would_have_announced_is_never_sent(
         await trio.testing.wait_all_tasks_blocked()
         assert b.events[-1][1:] == ("bye", {"reason": "left"})
         assert a.of("roster")[-1]["peers"] == [a.session_id, c.session_id]
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_acknowledged_signal_is_stored_as_sent_before_its_answer(
+    autojump_clock: Any,
+) -> None:
+    """The output gate covers the recipient's replay history: once the room has answered
+    a signal, its history entry (the event's data exactly as sent, with the request id in
+    the key) is committed, so a crash cannot lose it."""
+    backend = MemoryBackend()
+    async with rooms(backend) as system, trio.open_nursery() as nursery:
+        a = await connect(system, nursery)
+        b = await connect(system, nursery)
+        room = system.get("rooms", "r")
+        reply = await room.ask(Signal(a.session_id, a.token, b.session_id, {"n": 1}, "req-1"))
+        assert isinstance(reply, Done)
+        stored = backend.values[room.id.hex]
+        (key,) = [k for k in stored if k.startswith("h/")]
+        await trio.testing.wait_all_tasks_blocked()
+        (event_id, _, data) = next(e for e in b.events if e[1] == "signal")
+        assert key == f"h/{b.session_id}/{event_id}/{a.session_id}/{b'req-1'.hex()}"
+        assert orjson.loads(stored[key]) == data == {"from": a.session_id, "signal": {"n": 1}}
+        nursery.cancel_scope.cancel()
+
+
+async def test_near_the_memory_budget_new_sessions_get_503_and_at_it_signals_too(
+    autojump_clock: Any,
+) -> None:
+    account = MemoryAccount(990)
+    async with rooms(account=account) as system, trio.open_nursery() as nursery:
+        a = await connect(system, nursery)
+        b = await connect(system, nursery)
+        room = system.get("rooms", "r")
+        big = {"x": [{}] * 290}  # 934 bytes as sent
+        assert isinstance(await room.ask(Signal(a.session_id, a.token, b.session_id, big)), Done)
+        assert 891 <= account.held < 990  # near: new sessions and new rooms refused
+        for name in ("r", "another-room"):
+            refused = await system.get("rooms", name).ask(Connect())
+            assert isinstance(refused, Refused)
+            assert (refused.status, refused.retry_after) == (503, 5)
+        back = await system.get("rooms", "r").ask(Connect(a.session_id, a.token))
+        assert isinstance(back, Joined)  # resuming is never refused
+        assert isinstance(await signal(system, b, a, 1), Done)
+        assert account.full
+        refused = await signal(system, b, a, 2)
+        assert isinstance(refused, Refused) and refused.status == 503
+        await trio.sleep(15)  # the room hibernates: its bytes are no longer held
+        assert account.held == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_rooms_joined_and_left_leave_no_row_behind(disk_clock: Any, tmp_path: Path) -> None:
+    """An actor with nothing stored, no alarm and no stream keeps no row in SQLite."""
+    path = tmp_path / "rooms.sqlite3"
+    async with rooms(SQLiteBackend(path)) as system, trio.open_nursery() as nursery:
+        for n in range(24):
+            room = system.get("rooms", f"room-{n}")
+            a = await connect(system, nursery, room=f"room-{n}")
+            b = await connect(system, nursery, room=f"room-{n}")
+            await signal(system, a, b, n, room=f"room-{n}")
+            for peer in (a, b):
+                assert isinstance(await room.ask(Leave(peer.session_id, peer.token)), Done)
+        await trio.sleep(15)  # every room hibernates
+        nursery.cancel_scope.cancel()
+    db = sqlite3.connect(path)
+    try:
+        counts = [
+            db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("actors", "kv", "streams")
+        ]
+    finally:
+        db.close()
+    assert counts == [0, 0, 0]
+
+
+async def test_with_durable_signals_off_history_is_stored_at_hibernation(
+    autojump_clock: Any,
+) -> None:
+    backend = MemoryBackend()
+    async with rooms(backend, durable_history=False) as system, trio.open_nursery() as nursery:
+        a = await connect(system, nursery)
+        b = await connect(system, nursery)
+        room = system.get("rooms", "r")
+        commits = backend.commits
+        assert isinstance(await signal(system, a, b, 1), Done)
+        assert backend.commits == commits  # the signal wrote nothing
+        await trio.sleep(15)  # hibernation saves the history
+        assert [k for k in backend.values[room.id.hex] if k.startswith("h/")]
         nursery.cancel_scope.cancel()

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from roomkeeper.jsonutil import dumps, loads
 from roomkeeper_actors.signaling.state import (
     ID_SPAN,
     ROOM_FULL,
@@ -43,7 +44,7 @@ def send(
         sender=f"sid-{sender}",
         token=f"tok-{sender}",
         to=f"sid-{to}",
-        payload=payload or {"n": 1},
+        payload=dumps(payload or {"n": 1}),
         request_id=rid,
     )
 
@@ -79,7 +80,16 @@ def resume(
 
 
 def events(conn: Connected) -> list[tuple[str, dict[str, Any]]]:
-    return [(out.event, out.data) for out in conn.stream_events]
+    """Each stream event with its data as JSON (a signal's comes encoded)."""
+    return [
+        (out.event, loads(out.data) if isinstance(out.data, bytes) else out.data)
+        for out in conn.stream_events
+    ]
+
+
+def signal_data(sender: str, payload: dict[str, Any]) -> bytes:
+    """A signal event's data as the room sends it."""
+    return dumps({"from": sender, "signal": payload})
 
 
 def deliver(state: RoomState, sid: str, outs: Sequence[Outgoing | Emit], start: int) -> int:
@@ -271,7 +281,7 @@ def test_last_event_id_replays_only_later_signals_in_order() -> None:
     base = one.id_floor
     for n in range(4):
         (emit,) = ok(send(state, 2, 1, n=n)).effects
-        assert emit == Emit("sid-1", "signal", {"from": "sid-2", "signal": {"n": n}}, record=True)
+        assert emit == Emit("sid-1", "signal", signal_data("sid-2", {"n": n}), record=True)
         state.delivered("sid-1", base + 10 + n, emit)  # ids 10..13
     state.disconnected(T0, "sid-1", base + 13)
     conn = resume(state, 1, T0 + 1, last=base + 11)
@@ -413,11 +423,10 @@ def test_signal_to_a_connected_peer_is_one_emit_and_no_writes() -> None:
     state.take_writes()
     payload = {"type": "offer", "sdp": "v=0", "nested": [1, 2.5, None]}
     result = state.signal(
-        T0, sender="sid-1", token="tok-1", to="sid-2", payload=payload, request_id=None
+        T0, sender="sid-1", token="tok-1", to="sid-2", payload=dumps(payload), request_id=None
     )
     (emit,) = ok(result).effects
-    assert emit == Emit("sid-2", "signal", {"from": "sid-1", "signal": payload}, record=True)
-    assert emit.data["signal"] is payload  # unchanged
+    assert emit == Emit("sid-2", "signal", signal_data("sid-1", payload), record=True)
     assert state.take_writes() == ({}, set())
 
 
@@ -433,7 +442,9 @@ def test_signal_from_unknown_sender_or_with_wrong_token_is_403(sender: str, toke
     state = RoomState("r")
     join(state, 1)
     join(state, 2)
-    result = state.signal(T0, sender=sender, token=token, to="sid-2", payload={}, request_id=None)
+    result = state.signal(
+        T0, sender=sender, token=token, to="sid-2", payload=b"{}", request_id=None
+    )
     rejected(result, 403)
 
 
@@ -447,7 +458,9 @@ def test_check_order_403_before_429_before_404_before_503() -> None:
     # Bucket empty, unknown recipient: 429 wins over 404.
     rejected(send(state, 1, 3), 429)
     # Wrong token with an empty bucket: 403 wins over 429.
-    result = state.signal(T0, sender="sid-1", token="nope", to="sid-3", payload={}, request_id=None)
+    result = state.signal(
+        T0, sender="sid-1", token="nope", to="sid-3", payload=b"{}", request_id=None
+    )
     rejected(result, 403)
     # After a refill: unknown recipient is 404 before the full queue would matter.
     rejected(send(state, 1, 3, T0 + 1), 404)
@@ -503,7 +516,7 @@ def test_every_authenticated_attempt_spends_a_token() -> None:
     join(state2, 1)
     for _ in range(5):
         result = state2.signal(
-            T0, sender="sid-1", token="bad", to="sid-1", payload={}, request_id=None
+            T0, sender="sid-1", token="bad", to="sid-1", payload=b"{}", request_id=None
         )
         rejected(result, 403)
     ok(send(state2, 1, 1))
@@ -802,7 +815,7 @@ def test_every_token_check_is_hmac_compare_digest(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(hmac, "compare_digest", spy)
     assert isinstance(resume(state, 1, token="forged"), Connected)
-    ok(state.signal(T0, sender="sid-1", token="forged", to="sid-2", payload={}, request_id=None))
+    ok(state.signal(T0, sender="sid-1", token="forged", to="sid-2", payload=b"{}", request_id=None))
     assert calls == [(b"forged", b"tok-1"), (b"forged", b"tok-1")]
     verdict = False
     rejected(resume(state, 2), 403)

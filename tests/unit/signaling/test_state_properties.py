@@ -24,6 +24,8 @@ from hypothesis.stateful import (
     rule,
 )
 
+from roomkeeper.jsonutil import dumps, loads
+from roomkeeper_actors.signaling import storage
 from roomkeeper_actors.signaling.state import (
     ID_SPAN,
     ROOM_FULL,
@@ -91,6 +93,7 @@ class Model:
     excused: set[int] = attrs.Factory(set)  # lost in ways the protocol allows
     rids: set[str] = attrs.Factory(set)  # request ids accepted from it
     saved_rids: set[str] = attrs.Factory(set)  # those in the last volatile snapshot
+    rid_to: dict[str, str] = attrs.Factory(dict)  # recipient of each accepted request id
 
 
 class RoomMachine(RuleBasedStateMachine):
@@ -99,7 +102,7 @@ class RoomMachine(RuleBasedStateMachine):
         self.config = CONFIG
         self.state = RoomState("room", self.config)
         self.now = 1_000_000.0
-        self.store: dict[str, Any] = {}
+        self.store: dict[str, bytes] = {}
         self.clients = [Client() for _ in range(3)]
         self.streams: dict[str, Stream] = {}  # the runtime's open streams, by session
         self.live: dict[str, Model] = {}  # join order
@@ -143,9 +146,14 @@ class RoomMachine(RuleBasedStateMachine):
         for key in deletes:
             self.store.pop(key, None)
         for key, value in puts.items():
-            self.store[key] = json.loads(json.dumps(value, allow_nan=False))
+            raw = value if isinstance(value, bytes) else dumps(value)
+            json.loads(raw)  # plain JSON
+            self.store[key] = raw
 
-    def _send(self, stream: Stream, event: str, data: dict[str, Any], entry: Any = None) -> None:
+    def _send(
+        self, stream: Stream, event: str, raw: dict[str, Any] | bytes, entry: Any = None
+    ) -> None:
+        data = loads(raw) if isinstance(raw, bytes) else raw
         stream.last_id += 1
         stream.pending.append((stream.last_id, event, data))
         if event == "roster":
@@ -278,8 +286,9 @@ class RoomMachine(RuleBasedStateMachine):
             "resumed": result.resumed,
         }
         assert outs[1].data == {"peers": list(self.live)}
-        signals = [o.data["signal"]["n"] for o in outs[2:]]
         assert all(o.event == "signal" and o.record for o in outs[2:])
+        assert all(isinstance(o.data, bytes) for o in outs[2:])
+        signals = [loads(o.data)["signal"]["n"] for o in outs[2:]]
         assert signals[len(signals) - len(model.queue) :] == model.queue
         model.connected, model.expires_at, model.queue = True, None, []
         ended = self._perform(result.effects, changed, result.session_id)
@@ -340,7 +349,7 @@ class RoomMachine(RuleBasedStateMachine):
             sender=sender,
             token=client.token + ("!" if forge else ""),
             to=to,
-            payload={"n": n},
+            payload=dumps({"n": n}),
             request_id=rid,
         )
         source = self.live.get(sender)
@@ -366,12 +375,15 @@ class RoomMachine(RuleBasedStateMachine):
             assert source is not None and recipient is not None
             recipient.expected.append(n)
             if recipient.connected:
-                assert signals == [Emit(to, "signal", {"from": sender, "signal": {"n": n}}, True)]
+                data = dumps({"from": sender, "signal": {"n": n}})
+                tag = None if rid is None else storage.tag(sender, rid)
+                assert signals == [Emit(to, "signal", data, True, tag)]
             else:
                 assert signals == []
                 recipient.queue.append(n)
             if rid is not None:
                 source.rids.add(rid)
+                source.rid_to[rid] = to
         else:
             assert signals == []
         self._perform(result.effects, changed, None)
@@ -461,7 +473,8 @@ class RoomMachine(RuleBasedStateMachine):
 
     def _hibernate(self) -> None:
         """The actor is dropped from memory and rebuilt; the runtime keeps its streams."""
-        self.store.update(json.loads(json.dumps(self.state.volatile_writes())))
+        writes = self.state.volatile_writes().items()
+        self.store.update({k: v if isinstance(v, bytes) else dumps(v) for k, v in writes})
         for model in self.live.values():
             model.saved_rids = set(model.rids)
         before = [self.state.session_info(sid) for sid in self.state.roster()]
@@ -471,18 +484,15 @@ class RoomMachine(RuleBasedStateMachine):
 
     def _crash(self, dt: float) -> None:
         """The process dies (memory lost, only committed writes left) and restarts; the
-        runtime then reports every stream it had as lost. Request ids and replay history
-        are back as of the last hibernation, if any, plus the request ids of signals
-        still queued (stored with them, so that a retry is not queued twice)."""
+        runtime then reports every stream it had as lost. Every accepted signal is back
+        (in its recipient's queue or replay history, committed with its answer), so a
+        client resuming with its Last-Event-ID misses nothing; request ids are back for
+        every signal whose recipient lives (stored with the signal), and as of the last
+        hibernation for the others."""
         self.state = RoomState.restore("room", self.config, self.store)
-        queued_rids: dict[str, set[str]] = {}
-        for key, value in self.store.items():
-            if key.startswith("q/") and "rid" in value:
-                queued_rids.setdefault(value["from"], set()).add(value["rid"])
-        for sid, model in self.live.items():
-            model.rids = set(model.saved_rids) | queued_rids.get(sid, set())
-        for sid in self.live:
-            self._excuse_unread(sid)
+        for model in self.live.values():
+            kept = {rid for rid, to in model.rid_to.items() if to in self.live}
+            model.rids = set(model.saved_rids) | kept
         lost = list(self.streams.values())
         changed = self._tick(dt)
         if changed:
@@ -568,6 +578,12 @@ class RoomMachine(RuleBasedStateMachine):
                     set(model.expected) - model.excused - set(self.received.get(stream.sid, []))
                 )
                 assert not missing, f"{stream.sid} never got signals {sorted(missing)}"
+
+    @invariant()
+    def held_bytes_are_the_stored_signals(self) -> None:
+        """What the room counts as held is what its history and queue keys store."""
+        stored = sum(len(v) for k, v in self.store.items() if k.startswith(("h/", "q/")))
+        assert self.state.held == stored
 
     @invariant()
     def storage_restores_the_same_room(self) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from roomkeeper.jsonutil import dumps, loads
 from roomkeeper_actors.signaling.state import (
     ID_SPAN,
     Accepted,
@@ -37,7 +38,7 @@ def send(state: RoomState, sender: int, to: int, now: float = T0, **kw: Any) -> 
         sender=f"sid-{sender}",
         token=f"tok-{sender}",
         to=f"sid-{to}",
-        payload=kw.pop("payload", {"n": 0}),
+        payload=dumps(kw.pop("payload", {"n": 0})),
         request_id=kw.pop("rid", None),
     )
     assert isinstance(result, Accepted), result
@@ -50,24 +51,34 @@ def the_emit(result: Accepted) -> Emit:
     return emit
 
 
+def stored(value: Any) -> bytes:
+    """A value as storage keeps it: JSON text (a signal's bytes are JSON text already)."""
+    raw = value if isinstance(value, bytes) else dumps(value)
+    json.loads(raw)  # values must be plain JSON
+    return raw
+
+
 class Store:
     """A key/value store that applies ``take_writes`` batches like the runtime does."""
 
     def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
+        self.data: dict[str, bytes] = {}
 
     def commit(self, state: RoomState) -> None:
         puts, deletes = state.take_writes()
         assert not set(puts) & deletes
         for key in deletes:
             self.data.pop(key, None)
-        for key, value in puts.items():
-            # Through JSON both ways, as storage does: values must survive it.
-            self.data[key] = json.loads(json.dumps(value, allow_nan=False))
+        self.put_all(puts)
 
     def put_all(self, puts: dict[str, Any]) -> None:
         for key, value in puts.items():
-            self.data[key] = json.loads(json.dumps(value, allow_nan=False))
+            self.data[key] = stored(value)
+
+
+def signals(conn: Connected) -> list[Any]:
+    """The payloads of the signals a connect replays, parsed."""
+    return [loads(o.data)["signal"] for o in conn.stream_events if o.event == "signal"]
 
 
 def summary(state: RoomState) -> list[Any]:
@@ -109,14 +120,12 @@ def test_restore_from_writes_gives_an_equivalent_state() -> None:
     )
     assert isinstance(conn, Connected) and conn.resumed
     assert conn.id_floor == (KEY + 3) * ID_SPAN + 17
-    assert [
-        d["signal"] for e, d in [(o.event, o.data) for o in conn.stream_events] if e == "signal"
-    ] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert signals(conn) == [{"n": 0}, {"n": 1}, {"n": 2}]
     conn5 = again.connect(
         T0 + 3, session_id="sid-5", token="tok-5", last_event_id=None, fresh=fresh(9)
     )
     assert isinstance(conn5, Connected)
-    assert conn5.stream_events[2].data == {"from": "sid-4", "signal": {"big": 2**70}}
+    assert loads(conn5.stream_events[2].data) == {"from": "sid-4", "signal": {"big": 2**70}}
 
 
 def test_join_order_survives_restore_and_new_sessions_come_last() -> None:
@@ -142,7 +151,7 @@ def test_queued_signals_keep_order_across_restores() -> None:
     state = RoomState.restore("r", None, store.data)
     conn = state.connect(T0, session_id="sid-2", token="tok-2", last_event_id=None, fresh=fresh(9))
     assert isinstance(conn, Connected)
-    assert [o.data["signal"]["n"] for o in conn.stream_events[2:]] == [0, 1]
+    assert signals(conn) == [{"n": 0}, {"n": 1}]
     store.commit(state)
     assert not [k for k in store.data if k.startswith("q/")]
 
@@ -160,16 +169,16 @@ def test_ended_sessions_leave_nothing_in_storage() -> None:
     assert store.data == {}
 
 
-def test_signals_to_connected_peers_and_deliveries_write_nothing() -> None:
+def test_a_delivered_signal_writes_one_history_entry_as_sent() -> None:
     store = Store()
     state = RoomState("r")
     one = join(state, 1)
     join(state, 2)
     store.commit(state)
     emit = the_emit(send(state, 2, 1))
-    assert isinstance(emit, Emit)
+    assert state.take_writes() == ({}, set())  # nothing until it has an id
     state.delivered("sid-1", one.id_floor + 5, emit)
-    assert state.take_writes() == ({}, set())
+    assert state.take_writes() == ({f"h/sid-1/{one.id_floor + 5}": emit.data}, set())
 
 
 def test_volatile_writes_bring_back_history_request_ids_and_hwm() -> None:
@@ -194,22 +203,29 @@ def test_volatile_writes_bring_back_history_request_ids_and_hwm() -> None:
         T0 + 2, session_id=None, token=None, last_event_id=one.id_floor + 10, fresh=fresh(9)
     )
     assert isinstance(conn, Connected) and conn.session_id == "sid-1"
-    assert [o.data["signal"]["n"] for o in conn.stream_events[2:]] == [1, 2]
+    assert signals(conn) == [{"n": 1}, {"n": 2}]
 
 
-def test_without_volatile_writes_history_and_request_ids_are_gone() -> None:
+def test_history_request_ids_and_hwm_survive_without_volatile_writes() -> None:
+    """What a crash leaves: only the writes committed with each answer."""
     store = Store()
     state = RoomState("r")
     one = join(state, 1)
     join(state, 2)
-    emit = the_emit(send(state, 2, 1, rid="req"))
-    assert isinstance(emit, Emit)
-    state.delivered("sid-1", one.id_floor + 1, emit)
-    store.commit(state)
+    for n in range(3):
+        emit = the_emit(send(state, 2, 1, payload={"n": n}, rid=f"req/{n}\u00e9"))
+        state.delivered("sid-1", one.id_floor + 10 + n, emit)
+        store.commit(state)
     again = RoomState.restore("r", None, store.data)
     info = again.session_info("sid-1")
-    assert info is not None and info.replayable == 0
-    assert len(send(again, 2, 1, rid="req").effects) == 1
+    assert info is not None and info.replayable == 3 and info.id_hwm == one.id_floor + 12
+    assert send(again, 2, 1, rid="req/1\u00e9").effects == []
+    again.disconnected(T0 + 1, "sid-1", 0)
+    conn = again.connect(
+        T0 + 2, session_id=None, token=None, last_event_id=one.id_floor + 10, fresh=fresh(9)
+    )
+    assert isinstance(conn, Connected) and conn.id_floor == one.id_floor + 12
+    assert signals(conn) == [{"n": 1}, {"n": 2}]
 
 
 def test_restored_rate_buckets_are_full() -> None:
@@ -245,22 +261,48 @@ def test_restore_limits_history_and_request_ids_to_the_config() -> None:
 
 def test_restore_deletes_leftovers_of_ended_sessions_and_ignores_foreign_keys() -> None:
     records = {
-        "q/sid-gone/000000000000": {"from": "x", "signal": {}},
-        "v/sid-gone": {"hwm": "0", "history": [], "requests": []},
-        "other/thing": 1,
+        "q/sid-gone/000000000000": b'{"from":"x","signal":{}}',
+        "h/sid-gone/12": b'{"from":"x","signal":{}}',
+        "v/sid-gone": dumps({"hwm": "0", "history": [], "requests": []}),
+        "other/thing": b"1",
     }
     state = RoomState.restore("r", None, records)
     assert state.roster() == []
-    assert state.take_writes() == ({}, {"q/sid-gone/000000000000", "v/sid-gone"})
+    assert state.take_writes() == ({}, {"q/sid-gone/000000000000", "h/sid-gone/12", "v/sid-gone"})
 
 
 def test_written_values_are_plain_json_and_ids_fit_any_codec() -> None:
     store = Store()
     state = busy_room(store)
     state.delivered("sid-1", (KEY + 1) * ID_SPAN + 1, the_emit(send(state, 4, 1)))
-    for key, value in {**store.data, **state.volatile_writes()}.items():
-        assert json.loads(json.dumps(value, allow_nan=False)) == value, key
+    store.put_all(state.volatile_writes())
+    for key, raw in store.data.items():
+        value = json.loads(raw)
         if key.startswith(("s/", "v/")):
             # Our own numbers (keys, event ids) stay within what orjson accepts; only a
             # client's payload may need the runtime's big-integer fallback.
             assert orjson.loads(orjson.dumps(value)) == value, key
+
+
+def test_without_durable_history_a_delivery_writes_nothing_until_hibernation() -> None:
+    """``--durable-signals off``: history lives in memory, saved by volatile_writes."""
+    store = Store()
+    config = RoomConfig(durable_history=False, replay_limit=2)
+    state = RoomState("r", config)
+    one = join(state, 1)
+    join(state, 2)
+    store.commit(state)
+    for n in range(3):
+        emit = the_emit(send(state, 2, 1, payload={"n": n}, rid=f"q{n}"))
+        state.delivered("sid-1", one.id_floor + 1 + n, emit)
+        assert state.take_writes() == ({}, set())  # nothing, trimming included
+    store.put_all(state.volatile_writes())
+    assert len([k for k in store.data if k.startswith("h/")]) == 2
+    assert not [k for k in state.volatile_writes() if k.startswith("h/")]  # stored now
+    emit = the_emit(send(state, 2, 1, payload={"n": 3}))
+    state.delivered("sid-1", one.id_floor + 4, emit)
+    _, deletes = state.take_writes()  # the oldest stored entry leaves the history
+    assert deletes == {k for k in store.data if k.startswith(f"h/sid-1/{one.id_floor + 2}")}
+    again = RoomState.restore("r", config, store.data)
+    info = again.session_info("sid-1")
+    assert info is not None and info.replayable == 2

@@ -56,6 +56,9 @@ class MemoryBackend:
             streams.pop(s, None)
             self.positions.pop((key, s), None)
         streams.update(writes.streams_added)
+        if not values and not streams and key not in self.alarm_at:
+            # Nothing stored, no alarm, no stream: no entry (as SQLite keeps no row).
+            del self.values[key], self.open_streams[key], self.ids[key]
         self.commits += 1
 
     async def alarms(self) -> list[tuple[ActorId, float]]:

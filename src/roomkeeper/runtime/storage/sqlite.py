@@ -1,4 +1,10 @@
-"""SQLite storage: one file, WAL mode, every call on a worker thread so trio never blocks."""
+"""SQLite storage: one file in WAL mode, a writer and a reader connection, each on a worker
+thread of its own so trio never blocks and a load never waits behind a commit.
+
+Commits that arrive while the writer is busy are written together, in one transaction
+(group commit): each in a SAVEPOINT of its own, so one actor's failed write fails only
+that actor's caller, and every caller is released once the transaction is durable.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import attrs
 import trio
 
 from ..errors import StorageError
@@ -29,12 +36,77 @@ CREATE TABLE IF NOT EXISTS streams (
 ) WITHOUT ROWID;
 """
 
+# An actor with nothing stored, no alarm and no stream keeps no row (no row per room name
+# ever used).
+_FORGET = (
+    "DELETE FROM actors WHERE actor = ?1 AND alarm IS NULL"
+    " AND NOT EXISTS (SELECT 1 FROM kv WHERE actor = ?1)"
+    " AND NOT EXISTS (SELECT 1 FROM streams WHERE actor = ?1)"
+)
+
+
+@attrs.define(eq=False)
+class _Commit:
+    """One caller's writes waiting for (or in) a group transaction."""
+
+    actor: ActorId
+    writes: WriteSet
+    wake: trio.Event = attrs.Factory(trio.Event)
+    leading: bool = False
+    finished: bool = False
+    error: StorageError | None = None
+
+
+def _write(db: sqlite3.Connection, actor: ActorId, writes: WriteSet) -> None:
+    key = actor.hex
+    db.execute(
+        "INSERT OR IGNORE INTO actors (actor, namespace, name) VALUES (?, ?, ?)",
+        (key, actor.namespace, actor.name),
+    )
+    if writes.alarm is not UNCHANGED:
+        db.execute("UPDATE actors SET alarm = ? WHERE actor = ?", (writes.alarm, key))
+    if writes.deletes:
+        db.executemany(
+            "DELETE FROM kv WHERE actor = ? AND key = ?", [(key, k) for k in writes.deletes]
+        )
+    if writes.puts:
+        db.executemany(
+            "INSERT OR REPLACE INTO kv (actor, key, value) VALUES (?, ?, ?)",
+            [(key, k, v) for k, v in writes.puts.items()],
+        )
+    if writes.streams_removed:
+        db.executemany(
+            "DELETE FROM streams WHERE actor = ? AND stream = ?",
+            [(key, s) for s in writes.streams_removed],
+        )
+    if writes.streams_added:
+        db.executemany(
+            "INSERT OR REPLACE INTO streams (actor, stream, attachment) VALUES (?, ?, ?)",
+            [(key, s, a) for s, a in writes.streams_added.items()],
+        )
+    if writes.deletes or writes.alarm is None or writes.streams_removed:
+        db.execute(_FORGET, (key,))
+
+
+def _write_group(db: sqlite3.Connection, group: list[_Commit]) -> None:
+    """One transaction for the group; each commit in its own savepoint."""
+    db.execute("BEGIN IMMEDIATE")  # sqlite3.Error here fails the whole group
+    for item in group:
+        db.execute("SAVEPOINT one")
+        try:
+            _write(db, item.actor, item.writes)
+        except sqlite3.Error as exc:
+            db.execute("ROLLBACK TO one")
+            item.error = StorageError(f"storage failed: {exc}")
+        db.execute("RELEASE one")
+    db.execute("COMMIT")
+
 
 class SQLiteBackend:
     """Durable state in one SQLite file.
 
     ``synchronous=NORMAL`` in WAL mode (the default) survives a killed process; ``full``
-    also survives power loss, at the cost of an fsync per commit.
+    also survives power loss, at the cost of an fsync per (group) commit.
     """
 
     def __init__(self, path: str | Path, *, durability: str = "normal") -> None:
@@ -43,84 +115,131 @@ class SQLiteBackend:
             raise ValueError("durability must be 'normal' or 'full'")
         self._sync = durability.upper()
         self._db: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
         self._limiter = trio.CapacityLimiter(1)
+        self._read_limiter = trio.CapacityLimiter(1)
+        self._queue: list[_Commit] = []
+        self._busy = False
+        self.transactions = 0
+        """Write transactions run (a group of commits counts once)."""
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._db
+    async def _on(
+        self,
+        db: sqlite3.Connection | None,
+        limiter: trio.CapacityLimiter,
+        fn: Callable[[sqlite3.Connection], T],
+    ) -> T:
         if db is None:
             raise StorageError("storage is not open")
+        conn = db
 
         def call() -> T:
             try:
-                return fn(db)
+                return fn(conn)
             except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.rollback()
+                if conn.in_transaction:
+                    conn.rollback()
                 raise StorageError(f"storage failed: {exc}") from exc
 
-        return await trio.to_thread.run_sync(call, limiter=self._limiter)
+        return await trio.to_thread.run_sync(call, limiter=limiter)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._on(self._db, self._limiter, fn)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._on(self._reader, self._read_limiter, fn)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout=5000")
+        return db
 
     async def open(self) -> None:
-        def connect() -> sqlite3.Connection:
+        def connect() -> tuple[sqlite3.Connection, sqlite3.Connection]:
             try:
-                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                db = self._connect()
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute(f"PRAGMA synchronous={self._sync}")
-                db.execute("PRAGMA busy_timeout=5000")
                 db.executescript(_SCHEMA)
-                return db
+                db.execute(
+                    "DELETE FROM actors WHERE alarm IS NULL"
+                    " AND NOT EXISTS (SELECT 1 FROM kv WHERE kv.actor = actors.actor)"
+                    " AND NOT EXISTS (SELECT 1 FROM streams s WHERE s.actor = actors.actor)"
+                )
+                return db, self._connect()
             except sqlite3.Error as exc:
                 raise StorageError(f"cannot open storage at {self.path}: {exc}") from exc
 
-        self._db = await trio.to_thread.run_sync(connect, limiter=self._limiter)
+        self._db, self._reader = await trio.to_thread.run_sync(connect, limiter=self._limiter)
 
     async def close(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await trio.to_thread.run_sync(reader.close, limiter=self._read_limiter)
         if self._db is not None:
             db, self._db = self._db, None
             await trio.to_thread.run_sync(db.close, limiter=self._limiter)
 
     async def load(self, actor: ActorId) -> ActorRecord:
         def load(db: sqlite3.Connection) -> ActorRecord:
-            rows = db.execute("SELECT key, value FROM kv WHERE actor = ?", (actor.hex,))
-            values = {k: bytes(v) for k, v in rows}
-            row = db.execute("SELECT alarm FROM actors WHERE actor = ?", (actor.hex,)).fetchone()
+            db.execute("BEGIN")  # one snapshot for both reads
+            try:
+                rows = db.execute("SELECT key, value FROM kv WHERE actor = ?", (actor.hex,))
+                values = {k: bytes(v) for k, v in rows}
+                row = db.execute(
+                    "SELECT alarm FROM actors WHERE actor = ?", (actor.hex,)
+                ).fetchone()
+            finally:
+                db.execute("COMMIT")
             return ActorRecord(values, row[0] if row else None)
 
-        return await self._run(load)
+        return await self._read(load)
 
     async def commit(self, actor: ActorId, writes: WriteSet) -> None:
-        key = actor.hex
+        """Group commit: the first caller to find the writer idle leads; callers that
+        arrive meanwhile wait, and the next of them leads their whole group."""
+        item = _Commit(actor, writes)
+        self._queue.append(item)
+        if self._busy:
+            try:
+                await item.wake.wait()
+            except BaseException:
+                if item in self._queue:  # not taken into a group yet: withdraw it
+                    self._queue.remove(item)
+                    if item.leading:
+                        self._hand_on()
+                raise  # (a group already taken commits it all the same)
+            if item.finished:
+                if item.error is not None:
+                    raise item.error
+                return
+        self._busy = True
+        group, self._queue = self._queue, []
+        try:
+            await self._run(lambda db: _write_group(db, group))
+            self.transactions += 1
+        except BaseException as exc:  # failed, or cancelled before the thread ran
+            failure = exc if isinstance(exc, StorageError) else StorageError("commit not run")
+            for each in group:
+                each.error = each.error or failure
+            if not isinstance(exc, StorageError):
+                raise
+        finally:
+            for each in group:
+                each.finished = True
+                if each is not item:
+                    each.wake.set()
+            self._hand_on()
+        if item.error is not None:
+            raise item.error
 
-        def commit(db: sqlite3.Connection) -> None:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute(
-                "INSERT OR IGNORE INTO actors (actor, namespace, name) VALUES (?, ?, ?)",
-                (key, actor.namespace, actor.name),
-            )
-            if writes.alarm is not UNCHANGED:
-                db.execute("UPDATE actors SET alarm = ? WHERE actor = ?", (writes.alarm, key))
-            if writes.deletes:
-                db.executemany(
-                    "DELETE FROM kv WHERE actor = ? AND key = ?", [(key, k) for k in writes.deletes]
-                )
-            if writes.puts:
-                db.executemany(
-                    "INSERT OR REPLACE INTO kv (actor, key, value) VALUES (?, ?, ?)",
-                    [(key, k, v) for k, v in writes.puts.items()],
-                )
-            if writes.streams_removed:
-                db.executemany(
-                    "DELETE FROM streams WHERE actor = ? AND stream = ?",
-                    [(key, s) for s in writes.streams_removed],
-                )
-            if writes.streams_added:
-                db.executemany(
-                    "INSERT OR REPLACE INTO streams (actor, stream, attachment) VALUES (?, ?, ?)",
-                    [(key, s, a) for s, a in writes.streams_added.items()],
-                )
-            db.execute("COMMIT")
-
-        await self._run(commit)
+    def _hand_on(self) -> None:
+        """Wake the first waiting commit to lead the next group, or mark the writer idle."""
+        if self._queue:
+            self._queue[0].leading = True
+            self._queue[0].wake.set()
+        else:
+            self._busy = False
 
     async def alarms(self) -> list[tuple[ActorId, float]]:
         def alarms(db: sqlite3.Connection) -> list[tuple[ActorId, float]]:
@@ -129,7 +248,7 @@ class SQLiteBackend:
             ).fetchall()
             return [(ActorId(ns, name), float(when)) for ns, name, when in rows]
 
-        return await self._run(alarms)
+        return await self._read(alarms)
 
     async def streams(self) -> list[StoredStream]:
         def streams(db: sqlite3.Connection) -> list[StoredStream]:
@@ -142,7 +261,7 @@ class SQLiteBackend:
                 for ns, n, sid, att, last in rows
             ]
 
-        return await self._run(streams)
+        return await self._read(streams)
 
     async def names(self, namespace: str, *, after: str = "", limit: int = 100) -> list[str]:
         def names(db: sqlite3.Connection) -> list[str]:
@@ -154,7 +273,7 @@ class SQLiteBackend:
             )
             return [name for (name,) in rows]
 
-        return await self._run(names)
+        return await self._read(names)
 
     async def save_positions(self, positions: list[tuple[ActorId, str, int]]) -> None:
         def save(db: sqlite3.Connection) -> None:

@@ -40,6 +40,11 @@ class Storage:
         self._writes.puts[key] = encode(value)
         self._writes.deletes.discard(key)
 
+    def put_raw(self, key: str, raw: bytes) -> None:
+        """Put a value that is JSON text already, kept as it is (no copy, not parsed)."""
+        self._writes.puts[key] = raw
+        self._writes.deletes.discard(key)
+
     def delete(self, key: str) -> None:
         self._writes.puts.pop(key, None)
         self._writes.deletes.add(key)
@@ -50,6 +55,13 @@ class Storage:
         keys |= {k for k in self._writes.puts if k.startswith(prefix)}
         keys -= self._writes.deletes
         return {k: loads(raw) for k in sorted(keys) if (raw := self._read(k)) is not None}
+
+    def list_raw(self, prefix: str = "") -> dict[str, bytes]:
+        """``list``, with each value as its stored JSON text (not parsed)."""
+        keys = {k for k in self._committed if k.startswith(prefix)}
+        keys |= {k for k in self._writes.puts if k.startswith(prefix)}
+        keys -= self._writes.deletes
+        return {k: raw for k in sorted(keys) if (raw := self._read(k)) is not None}
 
     def __len__(self) -> int:
         return len(self.list())

@@ -16,12 +16,11 @@ from typing import Any
 
 import attrs
 
-from .http.parsing import MAX_BODY
-
 __all__ = [
     "ENV_PREFIX",
     "LOG_FORMATS",
     "LOG_LEVELS",
+    "MAX_BODY",
     "MEMORY",
     "Config",
     "ConfigError",
@@ -35,6 +34,8 @@ __all__ = [
 
 ENV_PREFIX = "ROOMKEEPER_"
 MEMORY = "memory"
+MAX_BODY = 102_400
+"""The default largest POST body (`--max-body`), in bytes (the HTTP layer's default too)."""
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
 MIN_ADMIN_TOKEN = 16

@@ -230,7 +230,7 @@ def test_a_start_up_that_times_out_leaves_no_thread_and_no_port(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     gate = threading.Event()
-    monkeypatch.setattr(roomkeeper.server, "make_backend", lambda config: GatedBackend(gate))
+    monkeypatch.setattr(roomkeeper.server, "make_backend", lambda *_: GatedBackend(gate))
     port = free_port()
     before = embedded_threads()
     with (

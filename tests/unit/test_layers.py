@@ -33,8 +33,10 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-def _modules(folder: str) -> list[Path]:
-    return sorted((SRC / folder).rglob("*.py")) if folder else sorted(SRC.rglob("*.py"))
+def _modules(where: str) -> list[Path]:
+    if where.endswith(".py"):
+        return [SRC / where]
+    return sorted((SRC / where).rglob("*.py")) if where else sorted(SRC.rglob("*.py"))
 
 
 @pytest.mark.parametrize(
@@ -42,6 +44,8 @@ def _modules(folder: str) -> list[Path]:
     [
         ("runtime", ("roomkeeper.http", "roomkeeper.observe", "roomkeeper.signaling")),
         ("observe", ("roomkeeper.http", "roomkeeper.signaling")),
+        # the settings sit below every layer that reads them (observe's tracing does)
+        ("config.py", ("roomkeeper.http", "roomkeeper.observe", "roomkeeper.runtime")),
         ("", (APPLICATION,)),
     ],
 )

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
+from ..config import MAX_BODY
 from ..jsonutil import MAX_DEPTH, JsonError, loads_untrusted
 from .errors import ApiError
 
@@ -33,8 +34,6 @@ __all__ = [
     "signal_fields",
 ]
 
-MAX_BODY = 102_400
-"""The default largest POST body (`--max-body`), in bytes."""
 MAX_ROOM_BYTES = 256
 MAX_REQUEST_ID = 64
 _MAX_EVENT_ID_DIGITS = 80

@@ -35,6 +35,14 @@ class Leave:
 
 
 @attrs.frozen
+class GetIceServers:
+    """Fresh ICE servers (TURN credentials) for a session that proves itself by its token."""
+
+    session_id: str
+    token: str = attrs.field(repr=False)
+
+
+@attrs.frozen
 class Inspect:
     """A view of the room without tokens (admin and tests)."""
 
@@ -46,6 +54,15 @@ class Joined:
     stream_id: str
     session_id: str
     resumed: bool
+
+
+@attrs.frozen
+class IceConfig:
+    """The answer to ``GetIceServers``: an ``RTCConfiguration.iceServers`` list and how
+    many seconds its TURN credentials stay valid."""
+
+    ice_servers: list[dict[str, Any]] = attrs.field(repr=False)
+    ttl: int
 
 
 @attrs.frozen

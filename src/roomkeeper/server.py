@@ -27,6 +27,7 @@ from hypercorn.typing import (
 from roomkeeper_actors.signaling.room import RoomEnv
 
 from .config import MEMORY, Config, ConfigError
+from .http.admission import Admission, AdmissionError, load_admission
 from .http.app import ROOMS, AppSettings, create_app
 from .http.codec import SseCodec
 from .http.cors import CorsPolicy
@@ -79,8 +80,16 @@ def app_settings(config: Config) -> AppSettings:
         new_sessions_burst=config.new_sessions_burst,
         streams_per_address=config.streams_per_address,
         trust_proxy=config.trust_proxy,
-        admission_secret=config.admission_secret,
+        admission=admission(config),
     )
+
+
+def admission(config: Config) -> Admission | None:
+    """The ticket policy of ``--admission``, its key files read; `ConfigError` if unusable."""
+    try:
+        return load_admission(config.admission, config.jwt_rules)
+    except AdmissionError as exc:
+        raise ConfigError(f"--admission: {exc}") from None
 
 
 class _HypercornConfig(HypercornConfig):

@@ -24,7 +24,7 @@ def _default_text(field: attrs.Attribute[object]) -> str:
     if field.name == "storage":
         return "`<data folder>/roomkeeper/roomkeeper.sqlite3`"
     value = field.default
-    if value == "":
+    if value in ("", ()):
         return "(none)"
     if isinstance(value, tuple):
         value = ",".join(value)

@@ -21,13 +21,13 @@ from roomkeeper_actors.signaling.messages import Connect, Leave, Refused, Signal
 from ..jsonutil import dumps
 from ..observe import install as install_observability
 from ..runtime import ActorSystem, HandlerError, Overloaded, StorageError
+from .admission import Admission, ticket_from
 from .cors import CorsPolicy
 from .errors import ApiError, error_response
+from .ice_route import install as install_ice_servers
 from .limits import (
     STREAMS_RETRY_AFTER,
-    TICKET_PARAM,
     AddressLimits,
-    Admission,
     ClientAddresses,
     StreamSlot,
 )
@@ -62,7 +62,7 @@ class AppSettings:
     new_sessions_burst: float = 30.0
     streams_per_address: int = 200
     trust_proxy: int = 0
-    admission_secret: str | None = attrs.field(default=None, repr=False)
+    admission: Admission | None = None  # see admission.py; its repr shows no secret
 
 
 def _json(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -125,9 +125,7 @@ def create_app(system: ActorSystem, settings: AppSettings | None = None) -> Quar
         burst=settings.new_sessions_burst,
         streams=settings.streams_per_address,
     )
-    admission = (
-        Admission(settings.admission_secret) if settings.admission_secret is not None else None
-    )
+    admission = settings.admission
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     cors = CorsPolicy(settings.cors_origins)
     openapi = resources.files("roomkeeper.http").joinpath("openapi.json").read_bytes()
@@ -139,7 +137,7 @@ def create_app(system: ActorSystem, settings: AppSettings | None = None) -> Quar
         """What a connect that would make a new session gets instead, if anything, and
         whether it spent one of its address's new sessions (to give back if it resumes)."""
         if admission is not None:
-            reason = admission.refusal(room, query.get(TICKET_PARAM))
+            reason = admission.refusal(room, ticket_from(query, request.headers))
             if reason is not None:
                 return Refused(403, f"Forbidden: {reason}"), False
         wait = limits.take_session(address)
@@ -219,6 +217,8 @@ def create_app(system: ActorSystem, settings: AppSettings | None = None) -> Quar
         sender, token = post_credentials(body, request.headers)
         await ask(room, Leave(sender, token))
         return _json(SUCCESS)
+
+    install_ice_servers(app, post_body, ask, cors)
 
     @app.route("/api/connect", methods=["OPTIONS"])
     @app.route("/api/signal", methods=["OPTIONS"])

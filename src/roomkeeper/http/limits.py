@@ -7,22 +7,14 @@
 - ``AddressLimits``: per address, a token bucket of new sessions (resuming one is free)
   and a cap on open event streams. Its table of addresses stays bounded: idle addresses
   with a full bucket and no stream are forgotten as the table is used.
-- ``Admission`` and ``mint_ticket``: optional signed room tickets (``--admission
-  secret:S``). A ticket is ``EXPIRY.SIG``: EXPIRY in whole epoch seconds, SIG the unpadded
-  base64url HMAC-SHA256 under S of ``ROOM|EXPIRY`` (UTF-8). With admission on, only a
-  connect with a valid, unexpired ticket for its room may make a new session; resuming
-  needs none. Mint one with::
 
-      python -c "from roomkeeper.http.limits import mint_ticket as m; print(m('S', 'R', 3600))"
+Room tickets (``--admission``) are in admission.py.
 
 Everything here is synchronous and takes its clock as an argument, for tests.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import ipaddress
 import logging
 import math
@@ -32,21 +24,16 @@ from collections.abc import Callable, Iterable
 
 __all__ = [
     "STREAMS_RETRY_AFTER",
-    "TICKET_PARAM",
     "AddressLimits",
-    "Admission",
     "ClientAddresses",
     "StreamSlot",
     "address_key",
-    "mint_ticket",
 ]
 
 log = logging.getLogger("roomkeeper.http")
 
-TICKET_PARAM = "ticket"
 STREAMS_RETRY_AFTER = 5
 """Retry-After (seconds) when an address holds too many streams: one may end soon."""
-_MAX_EXPIRY_DIGITS = 12
 
 
 # --- client addresses ----------------------------------------------------------------------
@@ -243,49 +230,3 @@ class AddressLimits:
     def open_streams(self, key: str) -> int:
         entry = self._entries.get(key)
         return 0 if entry is None else entry.live_slots()
-
-
-# --- admission tickets ------------------------------------------------------------------------
-
-
-def _signature(secret: str, room: str, expiry: int) -> str:
-    message = f"{room}|{expiry}".encode()
-    digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def mint_ticket(secret: str, room: str, ttl: float, *, now: float | None = None) -> str:
-    """A ticket admitting new sessions to ``room`` for ``ttl`` seconds from ``now``."""
-    expiry = math.floor((time.time() if now is None else now) + ttl)
-    return f"{expiry}.{_signature(secret, room, expiry)}"
-
-
-class Admission:
-    """Checks room tickets signed with ``secret`` (constant-time comparison)."""
-
-    def __init__(self, secret: str, clock: Callable[[], float] = time.time) -> None:
-        self._secret = secret
-        self.clock = clock
-
-    def __repr__(self) -> str:
-        return "Admission(<secret>)"
-
-    def refusal(self, room: str, ticket: str | None) -> str | None:
-        """Why ``ticket`` does not admit a new session to ``room``, or None if it does."""
-        if not ticket:
-            return f"a room ticket is required: give ?{TICKET_PARAM}="
-        expiry_text, dot, signature = ticket.partition(".")
-        if (
-            not dot
-            or not expiry_text.isascii()
-            or not expiry_text.isdigit()
-            or len(expiry_text) > _MAX_EXPIRY_DIGITS
-        ):
-            return "the room ticket is malformed"
-        expiry = int(expiry_text)
-        expected = _signature(self._secret, room, expiry)
-        if not hmac.compare_digest(signature.encode(), expected.encode()):
-            return "the room ticket is not valid for this room"
-        if expiry < self.clock():
-            return "the room ticket has expired"
-        return None

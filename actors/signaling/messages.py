@@ -9,9 +9,28 @@ from __future__ import annotations
 
 import attrs
 
-from roomkeeper.signaling import Connect, Done, Joined, Leave, Refused, Signal
+from roomkeeper.signaling import (
+    Connect,
+    Done,
+    GetIceServers,
+    IceConfig,
+    Joined,
+    Leave,
+    Refused,
+    Signal,
+)
 
-__all__ = ["Connect", "Done", "Inspect", "Joined", "Leave", "Refused", "Signal"]
+__all__ = [
+    "Connect",
+    "Done",
+    "GetIceServers",
+    "IceConfig",
+    "Inspect",
+    "Joined",
+    "Leave",
+    "Refused",
+    "Signal",
+]
 
 
 @attrs.frozen

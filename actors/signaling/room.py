@@ -13,12 +13,23 @@ from typing import Any
 
 import attrs
 
+from roomkeeper.ice import IceServers
 from roomkeeper.jsonutil import dumps
 from roomkeeper.runtime import Actor, ActorContext, StreamInfo
 from roomkeeper.signaling import SessionView
 
 from .budget import MemoryAccount
-from .messages import Connect, Done, Inspect, Joined, Leave, Refused, Signal
+from .messages import (
+    Connect,
+    Done,
+    GetIceServers,
+    IceConfig,
+    Inspect,
+    Joined,
+    Leave,
+    Refused,
+    Signal,
+)
 from .records import (
     ID_SPAN,
     Connected,
@@ -49,11 +60,13 @@ MEMORY_RETRY_AFTER = 5
 @attrs.frozen
 class RoomEnv:
     """What every room of a server shares: its limits, where fresh sessions come from,
-    and the account of bytes held against the process's memory budget."""
+    the account of bytes held against the process's memory budget, and the ICE servers
+    its sessions get (in their ``session`` event, and on request)."""
 
     config: RoomConfig = attrs.Factory(RoomConfig)
     fresh: Callable[[], FreshSession] = random_session
     account: MemoryAccount = attrs.Factory(lambda: MemoryAccount(DEFAULT_BUDGET))
+    ice: IceServers = attrs.Factory(IceServers)
 
     @classmethod
     def from_config(cls, config: Any) -> RoomEnv:
@@ -69,6 +82,7 @@ class RoomEnv:
                 durable_history=config.durable_signals == "on",
             ),
             account=MemoryAccount(config.memory_budget),
+            ice=config.ice_servers,
         )
 
 
@@ -140,6 +154,8 @@ class Room(Actor):
             result = self.state.leave(now, sender=message.sender, token=message.token)
         elif isinstance(message, Inspect):
             return [self.state.session_info(sid) for sid in self.state.roster()]
+        elif isinstance(message, GetIceServers):
+            return self._ice_servers(now, message)
         else:
             raise TypeError(f"a room cannot handle {type(message).__name__}")
         self._finish(result.effects)
@@ -172,7 +188,7 @@ class Room(Actor):
             {"session_id": sid}, id_base=result.key * ID_SPAN, id_floor=floor
         )
         self.streams[sid] = stream_id
-        self._send_all(sid, stream_id, result.stream_events)
+        self._send_all(sid, stream_id, [self._with_ice(now, out) for out in result.stream_events])
         self._finish([e for e in result.effects if not isinstance(e, EndStream)])
         return Joined(stream_id, sid, result.resumed)
 
@@ -193,6 +209,20 @@ class Room(Actor):
                 )
                 views.append(view.to_json())
         return {"sessions": views}
+
+    def _with_ice(self, now: float, out: Outgoing) -> Outgoing:
+        """The ``session`` event gains the session's ``ice_servers``; others pass as they are."""
+        if out.event != "session" or not isinstance(out.data, dict):
+            return out
+        ice = self.env.ice.for_session(out.data["session_id"], now)
+        return attrs.evolve(out, data={**out.data, "ice_servers": ice})
+
+    def _ice_servers(self, now: float, message: GetIceServers) -> IceConfig | Refused:
+        """Fresh ICE servers for a live session with its token; else 403, as ``leave``."""
+        if not self.state.authenticated(now, message.session_id, message.token):
+            return Refused(403, "unknown sender or wrong token")
+        ice = self.env.ice
+        return IceConfig(ice.for_session(message.session_id, now), ice.ttl)
 
     # -- runtime events ----------------------------------------------------------------
     async def on_stream_closed(self, stream: StreamInfo, reason: str) -> None:

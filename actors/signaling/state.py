@@ -311,6 +311,14 @@ class RoomState:
     def sessions_connected(self) -> list[str]:
         return [sid for sid, s in self._sessions.items() if s.connected]
 
+    def authenticated(self, now: float, session_id: str, token: str) -> bool:
+        """Whether ``session_id`` is live at ``now`` and ``token`` is its token. Read-only:
+        a session whose grace ended by ``now`` counts as gone, as ``leave`` would find."""
+        session = self._sessions.get(session_id)
+        if session is None or not _token_ok(token, session.token):
+            return False
+        return session.expires_at is None or session.expires_at > now
+
     def session_info(self, session_id: str) -> SessionInfo | None:
         session = self._sessions.get(session_id)
         if session is None:

@@ -1,5 +1,5 @@
-"""The `roomkeeper` command: `serve [flags]`, `simulate WORKLOAD ...`, `trace-report TRACE`
-and `--version`."""
+"""The `roomkeeper` command: `serve [flags]`, `ticket --room R`, `simulate WORKLOAD ...`,
+`trace-report TRACE` and `--version`."""
 
 from __future__ import annotations
 
@@ -52,8 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the server. Each flag can also be set by the environment "
         "variable named after it; a flag wins over the environment.",
     )
+    _add_settings(serve)
+    _add_ticket(commands)
+    _add_simulate(commands)
+    _add_trace_report(commands)
+    return parser
+
+
+def _add_settings(command: argparse.ArgumentParser) -> None:
+    """Every setting of `Config` as a flag of ``command``."""
     for field in attrs.fields(Config):
-        serve.add_argument(
+        command.add_argument(
             flag_name(field.name),
             dest=field.name,
             metavar=field.metadata["metavar"],
@@ -61,9 +70,27 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{field.metadata['help']} "
             f"(env {env_name(field.name)}, default {_default_text(field)})".replace("%", "%%"),
         )
-    _add_simulate(commands)
-    _add_trace_report(commands)
-    return parser
+
+
+def _add_ticket(commands: Any) -> None:
+    ticket = commands.add_parser(
+        "ticket",
+        help="print a room ticket for the server's --admission",
+        description="Print a ticket that admits new sessions to a room, in the format of "
+        "--admission (read from the same flags and ROOMKEEPER_* variables as serve): "
+        "secret: tickets, or JWTs for jwt:hmac:; jwt:key: and jwt:jwks: need the private "
+        "key (--private-key), whose public key must be the configured one.",
+    )
+    ticket.add_argument(
+        "--room", required=True, help="the room (for a JWT: or a prefix ending in *)"
+    )
+    ticket.add_argument(
+        "--ttl", type=float, default=3600.0, metavar="SECONDS", help="lifetime (default 3600)"
+    )
+    ticket.add_argument(
+        "--private-key", metavar="PEM", help="the PEM private key for jwt:key: and jwt:jwks:"
+    )
+    _add_settings(ticket)
 
 
 def _add_simulate(commands: Any) -> None:
@@ -129,10 +156,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _simulate(ns)
     if ns.command == "trace-report":
         return _trace_report(ns)
+    if ns.command == "ticket":
+        return _ticket(ns)
+    from roomkeeper.admission import AdmissionError, load_admission
+
     try:
         config = config_from_args(ns, os.environ)
+        load_admission(config.admission, config.jwt_rules)  # its key files, checked early
     except ConfigError as err:
         print(f"roomkeeper: error: {err}", file=sys.stderr)
+        return 2
+    except AdmissionError as err:
+        print(f"roomkeeper: error: --admission: {err}", file=sys.stderr)
         return 2
     from roomkeeper.server import serve_forever  # imported late: `--help` stays fast
 
@@ -154,6 +189,39 @@ def _writable(path: str) -> str | None:
     if not os.access(folder, os.W_OK):
         return f"cannot write in {folder}"
     return None
+
+
+def _ticket(ns: argparse.Namespace) -> int:
+    from roomkeeper.admission import AdmissionError, mint_ticket, parse_spec
+    from roomkeeper.http.parsing import MAX_ROOM_BYTES
+
+    try:
+        config = config_from_args(ns, os.environ)
+    except ConfigError as err:
+        return _fail("ticket", err)
+    if not ns.room or len(ns.room.encode()) > MAX_ROOM_BYTES:
+        return _fail("ticket", f"--room: 1 to {MAX_ROOM_BYTES} UTF-8 bytes")
+    if not 0 < ns.ttl <= 10**9:
+        return _fail("ticket", "--ttl: must be a positive number of seconds")
+    spec = parse_spec(config.admission)
+    if spec is None:
+        return _fail("ticket", "admission is off: set --admission or ROOMKEEPER_ADMISSION")
+    if spec.kind == "secret":
+        if ns.private_key:
+            return _fail("ticket", "--private-key is for jwt:key: and jwt:jwks: admission")
+        print(mint_ticket(spec.value, ns.room, ns.ttl))
+        return 0
+    from roomkeeper.jwt_tickets import mint_jwt, signing_key
+
+    try:
+        pem = Path(ns.private_key).expanduser().read_bytes() if ns.private_key else None
+        signer = signing_key(spec, pem)
+    except OSError as err:
+        return _fail("ticket", f"--private-key: {err.strerror or err}")
+    except AdmissionError as err:
+        return _fail("ticket", err)
+    print(mint_jwt(signer, ns.room, ns.ttl, config.jwt_rules))
+    return 0
 
 
 def _simulate(ns: argparse.Namespace) -> int:

@@ -16,6 +16,10 @@ from typing import Any
 
 import attrs
 
+from .admission import AdmissionError, parse_spec
+from .ice import MAX_TTL, STUN_SCHEMES, TURN_SCHEMES, IceServers, parse_uris, uri_problem
+from .jwt_tickets import JwtRules
+
 __all__ = [
     "ENV_PREFIX",
     "LOG_FORMATS",
@@ -39,13 +43,12 @@ MAX_BODY = 102_400
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
 MIN_ADMIN_TOKEN = 16
-MIN_ADMISSION_SECRET = 16
-ADMISSION_PREFIX = "secret:"
 DEFAULT_APPLICATION = "roomkeeper_actors.signaling.app:APPLICATION"
 """The actors that answer the API (``roomkeeper.application``): the signaling room."""
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 STORAGE_KINDS = f"'{MEMORY}', a SQLite file path, or a postgresql:// (postgres://) URL"
+MIN_TURN_SECRET = 16
 
 _INT = re.compile(r"[+-]?[0-9]+")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
@@ -230,17 +233,14 @@ def _application(value: object) -> str | None:
 
 
 def _admission(value: object) -> str | None:
-    """Empty (anyone may open a session), or ``secret:S`` with S a secret of visible ASCII
-    characters, not too short. The secret itself never appears in a message."""
+    """Empty (anyone may open a session), ``secret:S``, ``jwt:hmac:S``, ``jwt:key:PATH`` or
+    ``jwt:jwks:PATH`` (admission.py). The secret itself never appears in a message."""
     if not isinstance(value, str):
         return "must be a string"
-    if not value:
-        return None
-    secret = value.removeprefix(ADMISSION_PREFIX)
-    if secret == value:
-        return f"must be empty or '{ADMISSION_PREFIX}' followed by the ticket secret"
-    if len(secret) < MIN_ADMISSION_SECRET or not all("!" <= c <= "~" for c in secret):
-        return f"secret must be at least {MIN_ADMISSION_SECRET} visible ASCII characters"
+    try:
+        parse_spec(value)
+    except AdmissionError as err:
+        return str(err)
     return None
 
 
@@ -252,6 +252,53 @@ def _origins(value: object) -> str | None:
     for origin in value:
         if not isinstance(origin, str) or not (origin == "null" or _ORIGIN.fullmatch(origin)):
             return f"{_show(origin)} is not an origin like https://example.com (no path, no slash)"
+    return None
+
+
+def _uris(schemes: tuple[str, ...]) -> Check:
+    def check(value: object) -> str | None:
+        if not isinstance(value, tuple):
+            return f"must be a comma-separated list of URIs, got {_show(value)}"
+        for uri in value:
+            problem = uri_problem(uri, schemes)
+            if problem is not None:
+                return problem
+        return None
+
+    return check
+
+
+def _turn_secret(value: object) -> str | None:
+    """Empty (no TURN), or a secret of visible ASCII characters; never shown."""
+    if not isinstance(value, str):
+        return "must be a string"
+    if value and (len(value) < MIN_TURN_SECRET or not all("!" <= c <= "~" for c in value)):
+        return f"must be at least {MIN_TURN_SECRET} visible ASCII characters, no spaces"
+    return None
+
+
+def _turn_ttl(value: object) -> str | None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_TTL:
+        return f"must be an integer from 1 to {MAX_TTL}, got {_show(value)}"
+    return None
+
+
+def _claim_name(value: object) -> str | None:
+    if not isinstance(value, str) or not value or not all("!" <= c <= "~" for c in value):
+        return f"must be a claim name of visible ASCII characters, got {_show(value)}"
+    return None
+
+
+def _optional_text(value: object) -> str | None:
+    if not isinstance(value, str):
+        return f"must be a string (empty: not checked), got {_show(value)}"
+    return None
+
+
+def _non_negative(value: object) -> str | None:
+    number = _finite(value)
+    if number is None or number < 0:
+        return f"must be a number of at least 0, got {_show(value)}"
     return None
 
 
@@ -478,7 +525,8 @@ class Config:
         "",
         _admission,
         _parse_stripped,
-        "'secret:S': new sessions need a ?ticket= signed with S; empty: anyone may join",
+        "who may make a new session: 'secret:S', 'jwt:hmac:S', 'jwt:key:PEM' or "
+        "'jwt:jwks:FILE' (a ticket in ?ticket= or X-Roomkeeper-Ticket); empty: anyone",
         "SPEC",
         secret=True,
     )
@@ -523,10 +571,75 @@ class Config:
         """True when room state lives only in memory (storage is the literal `memory`)."""
         return self.storage == MEMORY
 
+    # -- ICE servers and JWT admission (issue 13; docs/operations.md#turn-with-coturn and
+    # #admission-by-jwt). Cross-checks are in __attrs_post_init__. ----------------------
+    stun_uris: tuple[str, ...] = _setting(
+        (), _uris(STUN_SCHEMES), parse_uris, "comma-separated stun: URIs for clients", "URIS"
+    )
+    turn_uris: tuple[str, ...] = _setting(
+        (),
+        _uris(TURN_SCHEMES),
+        parse_uris,
+        "comma-separated turn:/turns: URIs for clients; needs --turn-secret",
+        "URIS",
+    )
+    turn_secret: str = _setting(
+        "",
+        _turn_secret,
+        _parse_stripped,
+        "coturn's static-auth-secret, to make TURN credentials (prefer the environment variable)",
+        "SECRET",
+        secret=True,
+    )
+    turn_ttl: int = _setting(
+        3600,
+        _turn_ttl,
+        _parse_int,
+        f"seconds TURN credentials stay valid (at most {MAX_TTL})",
+        "SECONDS",
+    )
+    admission_room_claim: str = _setting(
+        "room", _claim_name, _parse_stripped, "the JWT claim that names the room", "CLAIM"
+    )
+    admission_audience: str = _setting(
+        "", _optional_text, _parse_stripped, "the aud a JWT ticket must name; empty: none", "AUD"
+    )
+    admission_issuer: str = _setting(
+        "", _optional_text, _parse_stripped, "the iss a JWT ticket must name; empty: any", "ISS"
+    )
+    admission_leeway: float = _setting(
+        30.0,
+        _non_negative,
+        _parse_float,
+        "seconds of clock skew allowed on a JWT's exp, nbf and iat",
+        "SECONDS",
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.turn_uris and not self.turn_secret:
+            raise ConfigError(
+                "--turn-uris needs the TURN secret: set ROOMKEEPER_TURN_SECRET (or "
+                "--turn-secret) to coturn's static-auth-secret"
+            )
+        jwt = self.admission.startswith("jwt:")
+        for name in ("admission_audience", "admission_issuer"):
+            if getattr(self, name) and not jwt:
+                raise ConfigError(f"{flag_name(name)} applies only to --admission jwt:...")
+
     @property
-    def admission_secret(self) -> str | None:
-        """The secret that signs room tickets (``admission`` is ``secret:S``), else None."""
-        return self.admission.removeprefix(ADMISSION_PREFIX) if self.admission else None
+    def ice_servers(self) -> IceServers:
+        """The STUN and TURN servers handed to clients, with the TURN secret."""
+        return IceServers(self.stun_uris, self.turn_uris, self.turn_secret, self.turn_ttl)
+
+    @property
+    def jwt_rules(self) -> JwtRules:
+        """What JWT tickets must say besides their signature."""
+        return JwtRules(
+            room_claim=self.admission_room_claim,
+            audience=self.admission_audience or None,
+            issuer=self.admission_issuer or None,
+            leeway=self.admission_leeway,
+        )
 
 
 def flag_name(name: str) -> str:

@@ -24,6 +24,7 @@ from hypercorn.typing import (
     Scope,
 )
 
+from .admission import Admission, AdmissionError, load_admission
 from .application import load_application
 from .cluster import NodeHeader, NodeIdentity, node_identity
 from .config import MEMORY, Config, ConfigError
@@ -92,8 +93,16 @@ def app_settings(config: Config) -> AppSettings:
         new_sessions_burst=config.new_sessions_burst,
         streams_per_address=config.streams_per_address,
         trust_proxy=config.trust_proxy,
-        admission_secret=config.admission_secret,
+        admission=admission(config),
     )
+
+
+def admission(config: Config) -> Admission | None:
+    """The ticket policy of ``--admission``, its key files read; `ConfigError` if unusable."""
+    try:
+        return load_admission(config.admission, config.jwt_rules)
+    except AdmissionError as exc:
+        raise ConfigError(f"--admission: {exc}") from None
 
 
 class _HypercornConfig(GuardedConfig):

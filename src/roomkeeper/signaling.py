@@ -15,7 +15,17 @@ import attrs
 
 from .jsonutil import dumps
 
-__all__ = ["Connect", "Done", "Joined", "Leave", "Refused", "SessionView", "Signal"]
+__all__ = [
+    "Connect",
+    "Done",
+    "GetIceServers",
+    "IceConfig",
+    "Joined",
+    "Leave",
+    "Refused",
+    "SessionView",
+    "Signal",
+]
 
 
 @attrs.frozen
@@ -51,6 +61,23 @@ class Signal:
 class Leave:
     sender: str
     token: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class GetIceServers:
+    """Fresh ICE servers (TURN credentials) for a session that proves itself by its token."""
+
+    session_id: str
+    token: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class IceConfig:
+    """The answer to ``GetIceServers``: an ``RTCConfiguration.iceServers`` list and how
+    many seconds its TURN credentials stay valid."""
+
+    ice_servers: list[dict[str, Any]] = attrs.field(repr=False)
+    ttl: int
 
 
 @attrs.frozen

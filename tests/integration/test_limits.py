@@ -18,7 +18,7 @@ import httpx
 import pytest
 import trio
 
-from roomkeeper.http.limits import mint_ticket
+from roomkeeper.admission import mint_ticket
 
 from .conftest import (
     RawConnection,

@@ -24,6 +24,7 @@ NOT_PROVOKED = {
     ("/readyz", "get"): {"503"},  # provoked in tests/integration/test_forwarding.py
     ("/api/signal", "post"): {"500"},
     ("/api/leave", "post"): {"500", "503"},
+    ("/api/ice-servers", "post"): {"500", "503"},
 }
 # Provoked in tests/integration/test_limits.py (409, 429 on connect) and test_abuse.py
 # (408, a body that does not arrive in time), with settings of their own.
@@ -31,6 +32,7 @@ for _op, _statuses in {
     ("/api/connect", "get"): {"409", "429"},
     ("/api/signal", "post"): {"408"},
     ("/api/leave", "post"): {"408"},
+    ("/api/ice-servers", "post"): {"408"},
 }.items():
     NOT_PROVOKED[_op] |= _statuses
 # Routes that are no part of the client API: the operators' (docs/operations.md) and the
@@ -199,6 +201,16 @@ async def _statuses(
     response = await check(signal, "post", 429, params=q, json_body=body)
     assert int(response.headers["Retry-After"]) >= 1
 
+    ice = "/api/ice-servers"
+    response = await check(
+        ice, "post", 200, params=q, json_body={"session_id": alice, "token": alice_token}
+    )
+    assert response.json() == {"ice_servers": [], "ttl": 3600}
+    await check(ice, "post", 400, params=q, json_body={"session_id": alice})
+    await check(ice, "post", 403, params=q, json_body={"session_id": alice, "token": bob_token})
+    await check(ice, "post", 411, params=q, content=_chunked())
+    await check(ice, "post", 413, params=q, content=b" " * 102_401)
+
     await check(leave, "post", 400, params=q, json_body={"sender": alice})
     await check(leave, "post", 403, params=q, json_body={"sender": alice, "token": bob_token})
     await check(leave, "post", 411, params=q, content=_chunked())
@@ -208,7 +220,7 @@ async def _statuses(
     await check(leave, "post", 200, params=q, content=beacon, headers=headers)
 
     preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
-    for path in (connect, signal, leave):
+    for path in (connect, signal, leave, ice):
         await check(path, "options", 204, headers=preflight)
         await check(path, "delete", 405)
     await check("/healthz", "get", 200)

@@ -68,6 +68,7 @@ async def test_resume_after_the_stream_dropped(
                 "token": b.token,
                 "room": room,
                 "resumed": True,
+                "ice_servers": [],
             }
             assert b2.roster == [a.session_id, b.session_id]  # join order kept
             assert b2.first[0].id > last
@@ -285,6 +286,7 @@ async def test_eventsource_reconnect_with_only_url_and_last_event_id(
                 "token": b.token,
                 "room": room,
                 "resumed": True,
+                "ice_servers": [],
             }
             assert b2.roster == [a.session_id, b.session_id]
             assert b2.first[0].id > lei

@@ -21,6 +21,8 @@ from roomkeeper.config import (
     flag_name,
     redact_url,
 )
+from roomkeeper.ice import IceServers
+from roomkeeper.jwt_tickets import JwtRules
 
 HOME = {"HOME": "/home/someone"}
 DEFAULT_DB = "/home/someone/.local/share/roomkeeper/roomkeeper.sqlite3"
@@ -74,9 +76,18 @@ def test_defaults() -> None:
         "node_id": "",
         "lease_ttl": 10.0,
         "application": "roomkeeper_actors.signaling.app:APPLICATION",
+        "stun_uris": (),
+        "turn_uris": (),
+        "turn_secret": "",
+        "turn_ttl": 3600,
+        "admission_room_claim": "room",
+        "admission_audience": "",
+        "admission_issuer": "",
+        "admission_leeway": 30.0,
     }
     assert not config.in_memory
-    assert config.admission_secret is None
+    assert config.ice_servers == IceServers()
+    assert config.jwt_rules == JwtRules()
 
 
 def test_config_is_frozen_and_keyword_only() -> None:
@@ -165,7 +176,21 @@ EXAMPLES: list[tuple[str, str, Any]] = [
     ("node_id", "node-1", "node-1"),
     ("lease_ttl", "2.5", 2.5),
     ("application", "my_app.actors:APP", "my_app.actors:APP"),
+    ("stun_uris", "stun:stun.example:3478, stun:[::1]", ("stun:stun.example:3478", "stun:[::1]")),
+    ("turn_uris", "turn:t.example:3478?transport=udp", ("turn:t.example:3478?transport=udp",)),
+    ("turn_secret", "coturn-static-secret-0123", "coturn-static-secret-0123"),
+    ("turn_ttl", "600", 600),
+    ("admission_room_claim", "rk_room", "rk_room"),
+    ("admission_audience", "https://rooms.example", "https://rooms.example"),
+    ("admission_issuer", "https://auth.example", "https://auth.example"),
+    ("admission_leeway", "5", 5.0),
 ]
+# Settings that mean something only beside another: given with it in the tests above.
+COMPANIONS = {
+    "turn_uris": {"turn_secret": "coturn-static-secret-0123"},
+    "admission_audience": {"admission": "jwt:hmac:" + "h" * 32},
+    "admission_issuer": {"admission": "jwt:hmac:" + "h" * 32},
+}
 
 
 def test_examples_cover_every_setting() -> None:
@@ -174,7 +199,7 @@ def test_examples_cover_every_setting() -> None:
 
 @pytest.mark.parametrize(("name", "text", "value"), EXAMPLES)
 def test_env_over_default(name: str, text: str, value: Any) -> None:
-    config = build(**{env_name(name): text})
+    config = build(COMPANIONS.get(name), **{env_name(name): text})
     expected = value if value is not None else ("https://a.example", "http://localhost:3000")
     assert getattr(config, name) == expected
 
@@ -182,7 +207,9 @@ def test_env_over_default(name: str, text: str, value: Any) -> None:
 @pytest.mark.parametrize(("name", "text", "value"), EXAMPLES)
 def test_flag_over_env(name: str, text: str, value: Any) -> None:
     default = getattr(build(), name)
-    config = build({name: text}, **{env_name(name): "garbage that would fail"})
+    config = build(
+        {**COMPANIONS.get(name, {}), name: text}, **{env_name(name): "garbage that would fail"}
+    )
     assert getattr(config, name) != default
     expected = value if value is not None else ("https://a.example", "http://localhost:3000")
     assert getattr(config, name) == expected
@@ -252,7 +279,19 @@ def test_unrelated_env_ignored() -> None:
         ("memory_budget", "0", "positive integer"),
         ("durable_signals", "no", "'on' or 'off'"),
         ("session_bytes", "1e6", "must be an integer"),
-        ("admission", "0123456789abcdef", "'secret:' followed by"),
+        ("admission", "0123456789abcdef", "must be empty or one of 'secret:...'"),
+        ("admission", "jwt:hmac:too-short-for-hs256", "at least 32 visible ASCII"),
+        ("admission", "jwt:key:", "followed by a file path"),
+        ("stun_uris", "turn:t.example", "must start with stun:"),
+        ("stun_uris", "https://stun.example", "must start with stun:"),
+        ("stun_uris", "stun:", "is not a stun URI"),
+        ("turn_uris", "stun:s.example", "must start with turn or turns:"),
+        ("turn_uris", "turn:a.example,turn:b example", "is not a turn or turns URI"),
+        ("turn_secret", "short", "at least 16 visible ASCII"),
+        ("turn_ttl", "0", "from 1 to 86400"),
+        ("turn_ttl", "86401", "from 1 to 86400"),
+        ("admission_room_claim", "", "claim name"),
+        ("admission_leeway", "-1", "at least 0"),
         ("admission", "secret:short", "at least 16 visible ASCII"),
         ("admission", "secret:sixteen chars but spaces", "at least 16 visible ASCII"),
         ("application", "my_app.actors", "must be MODULE:NAME"),
@@ -323,7 +362,7 @@ def test_admin_token_stays_out_of_repr_and_messages() -> None:
 
 def test_admission_secret_stays_out_of_repr_and_messages() -> None:
     config = build({"admission": "secret:ticket-signing-secret-42"})
-    assert config.admission_secret == "ticket-signing-secret-42"
+    assert config.admission == "secret:ticket-signing-secret-42"
     assert "ticket-signing-secret" not in repr(config)
     assert "not-quite-a-secret" not in error({"admission": "secret:not-quite-a-secret x"})
 
@@ -353,3 +392,27 @@ def test_the_storage_password_never_shows_in_the_config_repr() -> None:
 def test_lease_ttl_is_bounded(ttl: str) -> None:
     with pytest.raises(ConfigError, match="lease-ttl"):
         config_from_sources({"lease_ttl": ttl}, {})
+    hs = "jwt-signing-secret-" + "x" * 20
+    assert hs not in repr(build({"admission": f"jwt:hmac:{hs}"}))
+    assert "jwt-short-secret" not in error({"admission": "jwt:hmac:jwt-short-secret"})
+
+
+def test_turn_secret_stays_out_of_repr_and_messages() -> None:
+    secret = "coturn-static-secret-0123"
+    config = build({"turn_uris": "turn:127.0.0.1:3478"}, ROOMKEEPER_TURN_SECRET=secret)
+    assert config.ice_servers.secret == secret
+    assert secret not in repr(config) and secret not in repr(config.ice_servers)
+    assert "short secret" not in error({"turn_secret": "short secret"})
+
+
+def test_turn_uris_need_the_turn_secret() -> None:
+    message = error({"turn_uris": "turn:127.0.0.1:3478"})
+    assert "--turn-uris needs the TURN secret" in message
+    assert "ROOMKEEPER_TURN_SECRET" in message
+    assert build({"stun_uris": "stun:127.0.0.1:3478"}).ice_servers.stun_uris  # STUN alone: fine
+
+
+@pytest.mark.parametrize("name", ["admission_audience", "admission_issuer"])
+def test_audience_and_issuer_need_jwt_admission(name: str) -> None:
+    assert "applies only to --admission jwt:" in error({name: "x"})
+    assert "applies only to" in error({name: "x", "admission": "secret:0123456789abcdef"})

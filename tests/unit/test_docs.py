@@ -26,7 +26,7 @@ def _default_text(field: attrs.Attribute[object]) -> str:
     if field.name == "memory_budget":
         return "a quarter of physical memory, at most `1073741824`"
     value = field.default
-    if value == "":
+    if value in ("", ()):
         return "(none)"
     if isinstance(value, tuple):
         value = ",".join(value)

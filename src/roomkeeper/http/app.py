@@ -23,22 +23,23 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from ..admission import Admission
 from ..jsonutil import dumps, loads_untrusted
 from ..observe import install as install_observability
 from ..observe.hooks import note_room
 from ..runtime import ActorSystem, Elsewhere, RuntimeFailure, StorageError
 from ..runtime.streams import Stream
-from ..signaling import Connect, Leave, Refused, Signal
+from ..signaling import Connect, GetIceServers, IceConfig, Leave, Refused, Signal
 from .addresses import ClientAddresses, address_key
 from .budgets import STREAMS_RETRY_AFTER, AddressLimits, StreamSlot
 from .cors import CorsPolicy
 from .errors import ApiError, error_response, runtime_failure
 from .forward import NODE_HEADER, Hop, Peers, Relayed
-from .limits import TICKET_PARAM, Admission
 from .parsing import (
     MAX_BODY,
     HeaderLookup,
     connect_credentials,
+    ice_credentials,
     last_event_id,
     parse_json_object,
     parse_query,
@@ -46,6 +47,7 @@ from .parsing import (
     post_credentials,
     room_from,
     signal_fields,
+    ticket_from,
 )
 from .placement import Placement
 from .sse import comment, sse_headers
@@ -82,7 +84,7 @@ class AppSettings:
     new_sessions_burst: float = 30.0
     streams_per_address: int = 200
     trust_proxy: int = 0
-    admission_secret: str | None = attrs.field(default=None, repr=False)
+    admission: Admission | None = None  # see admission.py; its repr shows no secret
 
 
 def _json(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -161,8 +163,7 @@ class Api:
             burst=settings.new_sessions_burst,
             streams=settings.streams_per_address,
         )
-        secret = settings.admission_secret
-        self.admission = Admission(secret) if secret is not None else None
+        self.admission = settings.admission
 
     # -- where a request is served ----------------------------------------------------------
     def hop(self, headers: HeaderLookup, method: str, target: str) -> Hop | None:
@@ -196,25 +197,41 @@ class Api:
             raise ApiError(reply.status, reply.reason, extra)
         return reply
 
-    async def _post(self, room: str, message: Any, via: Via) -> dict[str, str]:
-        """A POST's message to its room; the headers its answer carries beyond the usual
-        (the owner's node, when it was forwarded)."""
+    async def _post(
+        self,
+        room: str,
+        message: Any,
+        via: Via,
+        body_of: Callable[[Any], bytes] = lambda _: SUCCESS,
+    ) -> PostAnswer:
+        """A POST's message to its room, and the answer's body (``body_of`` the room's
+        reply) and headers beyond the usual; forwarded, the owner's body and headers."""
         reply = await self.ask(room, message, via)
-        return await _answer_of(reply) if isinstance(reply, Relayed) else {}
+        if isinstance(reply, Relayed):
+            return await _answer_of(reply)
+        return body_of(reply), {}
 
-    # -- POST /api/signal and /api/leave (served through `POST_ROUTES`) ---------------------
+    # -- the POST routes (served through `POST_ROUTES`) --------------------------------------
     async def signal(
         self, room: str, body: Mapping[str, Any], headers: HeaderLookup, via: Via
-    ) -> dict[str, str]:
+    ) -> PostAnswer:
         sender, token = post_credentials(body, headers)
         to, payload, request_id = signal_fields(body)
         return await self._post(room, Signal(sender, token, to, payload, request_id), via)
 
     async def leave(
         self, room: str, body: Mapping[str, Any], headers: HeaderLookup, via: Via
-    ) -> dict[str, str]:
+    ) -> PostAnswer:
         sender, token = post_credentials(body, headers)
         return await self._post(room, Leave(sender, token), via)
+
+    async def ice_servers(
+        self, room: str, body: Mapping[str, Any], headers: HeaderLookup, via: Via
+    ) -> PostAnswer:
+        """Fresh ICE servers (new TURN credentials) for a session, proven as for a leave:
+        ``{"ice_servers": [...], "ttl": seconds}``."""
+        session_id, token = ice_credentials(body, headers)
+        return await self._post(room, GetIceServers(session_id, token), via, _ice_answer)
 
     # -- GET /api/connect -----------------------------------------------------------------
     async def connect(
@@ -233,6 +250,7 @@ class Api:
         note_room(room)
         session_id, token = connect_credentials(query, headers)
         lei = last_event_id(query, headers)
+        ticket = ticket_from(query, headers)
         if head:
             # The headers a GET would get, and no session: a HEAD's body is never sent, so
             # a stream behind it would hold a ghost session in the roster (and the
@@ -255,7 +273,7 @@ class Api:
         via = Via("GET", target, address, hop, items)
         try:
             joined = await self._join(
-                room, query, address, remote_addr, via, session_id, token, lei
+                room, ticket, address, remote_addr, via, session_id, token, lei
             )
             if isinstance(joined, Stream):
                 stream_id = joined.stream_id
@@ -294,7 +312,7 @@ class Api:
     async def _join(
         self,
         room: str,
-        query: Mapping[str, str],
+        ticket: str | None,
         address: str,
         remote_addr: str | None,
         via: Via,
@@ -305,7 +323,7 @@ class Api:
         """The room's stream for this connect (or the owner's, relayed); a new session
         spends one of the address's budget, given back if the connect resumed a session,
         was refused or failed."""
-        refuse_new, spent = self._admit(room, query, address, remote_addr, via.hop)
+        refuse_new, spent = self._admit(room, ticket, address, remote_addr, via.hop)
         try:
             joined = await self.ask(room, Connect(session_id, token, lei, refuse_new), via)
         except ApiError:
@@ -324,7 +342,7 @@ class Api:
     def _admit(
         self,
         room: str,
-        query: Mapping[str, str],
+        ticket: str | None,
         address: str,
         remote_addr: str | None,
         hop: Hop | None,
@@ -333,7 +351,7 @@ class Api:
         whether it spent one of its address's new sessions (to give back if it resumes).
         A forwarded connect spent its address's budget on the node the client is on."""
         if self.admission is not None:
-            reason = self.admission.refusal(room, query.get(TICKET_PARAM))
+            reason = self.admission.refusal(room, ticket)
             if reason is not None:
                 return Refused(403, f"Forbidden: {reason}"), False
         if hop is not None:
@@ -395,20 +413,32 @@ class Api:
         return _error(ApiError(status, reason, headers))
 
 
-PostHandler = Callable[[Api, str, Mapping[str, Any], HeaderLookup, Via], Awaitable[dict[str, str]]]
+PostAnswer = tuple[bytes, dict[str, str]]
+"""A POST's ``200`` answer: its JSON body, and headers beyond the usual."""
 
-POST_ROUTES: Mapping[str, PostHandler] = {"/api/signal": Api.signal, "/api/leave": Api.leave}
+PostHandler = Callable[[Api, str, Mapping[str, Any], HeaderLookup, Via], Awaitable[PostAnswer]]
+
+POST_ROUTES: Mapping[str, PostHandler] = {
+    "/api/signal": Api.signal,
+    "/api/leave": Api.leave,
+    "/api/ice-servers": Api.ice_servers,
+}
 """The POST routes: path -> handler of (room, JSON body, headers, how it came). Each
-answers ``{"success":true}`` (with the headers it returns) or raises `ApiError`."""
+answers ``200`` with the body and headers it returns, or raises `ApiError`."""
 
 
-async def _answer_of(relayed: Relayed) -> dict[str, str]:
-    """A forwarded POST's outcome: the owner's headers to pass on after its 200, else its
-    error, as it was."""
+def _ice_answer(reply: Any) -> bytes:
+    assert isinstance(reply, IceConfig)
+    return dumps({"ice_servers": reply.ice_servers, "ttl": reply.ttl})
+
+
+async def _answer_of(relayed: Relayed) -> PostAnswer:
+    """A forwarded POST's outcome: the owner's body, and its headers to pass on, after its
+    200; else its error, as it was."""
     body = b"".join([chunk async for chunk in relayed.body])
     passed = {k: v for k, v in relayed.headers.items() if k.lower() in _PASSED_ON}
     if relayed.status == 200:
-        return passed
+        return body, passed
     try:
         message = loads_untrusted(body).get("error")
     except Exception:
@@ -456,11 +486,11 @@ def create_app(
     for path, handler in POST_ROUTES.items():
         _post_route(app, api, path, handler)
 
-    @app.route("/api/connect", methods=["OPTIONS"])
-    @app.route("/api/signal", methods=["OPTIONS"])
-    @app.route("/api/leave", methods=["OPTIONS"])
     async def preflight() -> Response:
         return api.preflight(request.headers)
+
+    for path in ("/api/connect", *POST_ROUTES):
+        app.add_url_rule(path, "preflight_" + path, preflight, methods=["OPTIONS"])
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -520,7 +550,7 @@ def _post_route(app: QuartTrio, api: Api, path: str, handler: PostHandler) -> No
             lambda: list(headers.items()),
             body,
         )
-        extra = await handler(api, room, parse_json_object(body), headers, via)
-        return _json(SUCCESS, headers=extra)
+        answer, extra = await handler(api, room, parse_json_object(body), headers, via)
+        return _json(answer, headers=extra)
 
     app.add_url_rule(path, "post_" + path.rsplit("/", 1)[1], serve, methods=["POST"])

@@ -27,7 +27,7 @@ from werkzeug.exceptions import RequestTimeout
 
 from ..observe.hooks import Observability, observability
 from ..observe.logs import new_request_id, request_id_var, sane_request_id
-from .app import POST_ROUTES, SUCCESS, Api, Via, api_of
+from .app import POST_ROUTES, Api, Via, api_of
 from .errors import ApiError, error_response
 from .parsing import parse_json_object, parse_query, post_body_size, room_from
 
@@ -123,8 +123,8 @@ class PostFastPath:
                 lambda: [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
                 body,
             )
-            extra = await handler(self.api, room, parse_json_object(body), headers, via)
-            status, payload = 200, SUCCESS
+            payload, extra = await handler(self.api, room, parse_json_object(body), headers, via)
+            status = 200
         except ApiError as exc:
             payload, status, extra = error_response(exc)
         except Exception:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
+from ..admission import TICKET_HEADER, TICKET_PARAM
 from ..config import MAX_BODY
 from ..jsonutil import MAX_DEPTH, JsonError, loads_untrusted
 from .errors import ApiError
@@ -24,6 +25,7 @@ __all__ = [
     "body_length",
     "check_uuid",
     "connect_credentials",
+    "ice_credentials",
     "last_event_id",
     "page_limit",
     "parse_json_object",
@@ -32,6 +34,7 @@ __all__ = [
     "post_credentials",
     "room_from",
     "signal_fields",
+    "ticket_from",
 ]
 
 MAX_ROOM_BYTES = 256
@@ -267,3 +270,25 @@ def page_limit(text: str | None, *, default: int, maximum: int) -> int:
     if not 1 <= value <= maximum:
         raise ApiError(400, f"limit must be an integer from 1 to {maximum}")
     return value
+
+
+def ticket_from(query: Mapping[str, str], headers: HeaderLookup) -> str | None:
+    """The ticket of a connect: ``?ticket=`` or ``X-Roomkeeper-Ticket`` (400 if both are
+    given and differ)."""
+    in_query = query.get(TICKET_PARAM) or None
+    in_header = headers.get(TICKET_HEADER) or None
+    if in_query is not None and in_header is not None and in_query != in_header:
+        raise ApiError(400, f"?{TICKET_PARAM}= and {TICKET_HEADER} differ")
+    return in_query if in_query is not None else in_header
+
+
+def ice_credentials(body: Mapping[str, Any], headers: HeaderLookup) -> tuple[str, str]:
+    """``(session_id, token)`` of the POST: the id as ``session_id`` or ``sender`` (both
+    given must agree, else 400), the token as ``post_credentials`` reads it."""
+    ids = [body.get(name) for name in ("session_id", "sender") if body.get(name) is not None]
+    if not ids:
+        raise ApiError(400, "session_id missing")
+    checked = {check_uuid(value, "session_id") for value in ids}
+    if len(checked) > 1:
+        raise ApiError(400, "session_id and sender differ")
+    return post_credentials({**body, "sender": checked.pop()}, headers)

@@ -41,6 +41,7 @@ import trio.testing
 from roomkeeper.application import load_application
 from roomkeeper.config import Config
 from roomkeeper.http.codec import SseCodec
+from roomkeeper.ice import IceServers
 from roomkeeper.runtime import (
     ActorId,
     ActorSystem,
@@ -133,11 +134,11 @@ def _default(default: object) -> object:
 
 def room_settings(workload: Workload) -> SimpleNamespace:
     """The server's default room settings with the workload's grace and queue limit (which
-    may be values the server's own checks refuse, such as a queue limit of 0)."""
+    may be values the server's own checks refuse, such as a queue limit of 0), and no ICE
+    servers."""
     defaults = {f.name: _default(f.default) for f in attrs.fields(Config)}
-    return SimpleNamespace(
-        **{**defaults, "grace": workload.grace, "queue_limit": workload.queue_limit}
-    )
+    overrides = {"grace": workload.grace, "queue_limit": workload.queue_limit}
+    return SimpleNamespace(**{**defaults, **overrides}, ice_servers=IceServers())
 
 
 def arrival_times(workload: Workload, rng: random.Random) -> list[float]:

@@ -4,13 +4,16 @@
 //   const room = await join("https://signaling.example", "my-room");
 //   room.addEventListener("signal", (e) => console.log(e.detail.from, e.detail.signal));
 //   await room.send(peerId, { hello: "world" });
+//   const pc = room.manage(new RTCPeerConnection(room.rtcConfiguration()));
 //   await room.leave();
 //
 // Dependency-free ES module, no build step. The event stream is a browser EventSource,
 // which reconnects by itself (sending Last-Event-ID) after a network error or a clean end
 // of the stream; when it gives up (any non-200 answer closes it for good) the client
 // reconnects itself with its session id, token and last event id. Either way the session
-// resumes and every signal queued meanwhile arrives. See docs/browser-client.md.
+// resumes and every signal queued meanwhile arrives. The server's ICE servers (STUN, and
+// TURN with short-lived credentials) come with the session and are refreshed before they
+// expire, on the peer connections given to `manage`. See docs/browser-client.md.
 
 export const VERSION = "1";
 
@@ -29,7 +32,11 @@ const DEFAULTS = Object.freeze({
   staleAfter: 35000, // no event, heartbeats included, for this long: reconnect (ms)
   leaveOnPagehide: true,
   resume: null, // {sessionId, token, lastEventId?}: continue an earlier session
+  iceServers: null, // the page's own RTCIceServer list: used instead of the server's
+  iceRefresh: 0.8, // ask for fresh TURN credentials at this share of their lifetime
 });
+const MIN_ICE_REFRESH = 1000; // ms: the soonest a refresh is asked for
+const ICE_RETRY = 5000; // ms: after a refresh that failed on the network
 
 const STREAM_EVENTS = ["session", "roster", "signal", "heartbeat", "bye"];
 
@@ -70,6 +77,8 @@ export class Room extends EventTarget {
   #joining = null; // {resolve, reject, timer} until the first roster
   #pagehide = null;
   #online = null;
+  #iceTimer = null;
+  #managed = new Set(); // RTCPeerConnections whose ICE servers follow this.iceServers
 
   /** Use `join()`. */
   constructor(baseUrl, room, options = {}) {
@@ -85,6 +94,9 @@ export class Room extends EventTarget {
     this.token = null;
     /** Every session of the room in join order, this one included; kept current. */
     this.roster = [];
+    /** The ICE servers for RTCPeerConnections: the page's own (options.iceServers), else
+     * the server's (STUN, TURN with credentials of this session), kept fresh. */
+    this.iceServers = Array.isArray(this.#opts.iceServers) ? [...this.#opts.iceServers] : [];
     const resume = this.#opts.resume;
     if (resume && resume.sessionId && resume.token) {
       this.sessionId = resume.sessionId;
@@ -164,6 +176,40 @@ export class Room extends EventTarget {
     return sent.then(() => undefined);
   }
 
+  /**
+   * An RTCConfiguration with this room's `iceServers`; `extra` adds to it (e.g.
+   * `{iceTransportPolicy: "relay"}`), and its own `iceServers`, if any, win.
+   */
+  rtcConfiguration(extra = {}) {
+    return { iceServers: this.iceServers, ...extra };
+  }
+
+  /**
+   * Keep `pc`'s ICE servers current: when the server's TURN credentials are refreshed,
+   * `pc.setConfiguration` gets the new ones (a connection that is up stays up; the new
+   * credentials serve its next ICE restart or relay refresh). Returns `pc`.
+   */
+  manage(pc) {
+    this.#managed.add(pc);
+    pc.addEventListener("connectionstatechange", () => {
+      if (pc.connectionState === "closed") this.#managed.delete(pc);
+    });
+    return pc;
+  }
+
+  /**
+   * Ask the server for fresh ICE servers now (new TURN credentials), apply them to the
+   * managed peer connections and emit `iceservers`. Resolves with `{iceServers, ttl}`.
+   * Done by itself at `iceRefresh` of the credentials' lifetime.
+   */
+  async refreshIceServers() {
+    if (this.#state === "closed") throw new RoomError("the room is closed");
+    const answer = await this.#post("ice-servers", {}, 3);
+    const ttl = Number(answer.ttl);
+    this.#setIceServers(answer.ice_servers ?? [], Number.isFinite(ttl) ? ttl * 1000 : null);
+    return { iceServers: this.iceServers, ttl };
+  }
+
   /** End the session at once: peers see it leave the roster. Safe to call twice. */
   async leave() {
     if (this.#state === "closed") return;
@@ -238,6 +284,7 @@ export class Room extends EventTarget {
     this.#state = "open";
     this.#attempt = 0;
     this.#opened = true;
+    if (Array.isArray(data.ice_servers)) this.#setIceServers(data.ice_servers, null);
     const quiet = this.#quietResume && sameSession;
     this.#quietResume = false;
     if ((wasReconnect || previous !== null) && !quiet) {
@@ -352,6 +399,49 @@ export class Room extends EventTarget {
     this.#scheduleReconnect("stale");
   }
 
+  // --- ICE servers ------------------------------------------------------------------------
+
+  /** Take the server's list (unless the page gave its own) and plan the next refresh:
+   * at `iceRefresh` of `lifetime` ms, or, from a session event, of the time left until the
+   * expiry its TURN username names (`<unix time>:<session id>`). */
+  #setIceServers(servers, lifetime) {
+    if (this.#opts.iceServers) return;
+    this.iceServers = servers;
+    for (const pc of this.#managed) {
+      try {
+        pc.setConfiguration({ ...pc.getConfiguration(), iceServers: servers });
+      } catch {
+        this.#managed.delete(pc); // closed, or a configuration the browser refuses
+      }
+    }
+    this.#emit("iceservers", { iceServers: servers });
+    clearTimeout(this.#iceTimer);
+    this.#iceTimer = null;
+    let left = lifetime;
+    if (left === null) {
+      const expiries = servers
+        .map((s) => /^([0-9]{1,12}):/.exec(s.username ?? "")?.[1])
+        .filter(Boolean)
+        .map(Number);
+      if (!expiries.length) return; // no TURN credentials: nothing expires
+      left = Math.min(...expiries) * 1000 - Date.now();
+    }
+    const delay = Math.max(MIN_ICE_REFRESH, Math.min(left * this.#opts.iceRefresh, 2 ** 31 - 1));
+    this.#iceTimer = setTimeout(() => this.#refreshLater(), delay);
+  }
+
+  async #refreshLater() {
+    this.#iceTimer = null;
+    try {
+      await this.refreshIceServers();
+    } catch (error) {
+      // The session is gone (403) or the room closed: its next session brings new ones.
+      const status = error instanceof RoomError ? error.status : 0;
+      if (this.#state === "closed" || (status >= 400 && status < 500 && status !== 429)) return;
+      this.#iceTimer = setTimeout(() => this.#refreshLater(), ICE_RETRY);
+    }
+  }
+
   // --- upstream ---------------------------------------------------------------------------
 
   #credentials() {
@@ -420,6 +510,7 @@ export class Room extends EventTarget {
     this.#es?.close();
     this.#es = null;
     clearTimeout(this.#timer);
+    clearTimeout(this.#iceTimer);
     clearInterval(this.#watchdog);
     if (typeof window !== "undefined") {
       if (this.#pagehide) window.removeEventListener("pagehide", this.#pagehide);

@@ -12,9 +12,12 @@
 import { defaultBaseUrl, join } from "./client.js";
 
 const params = new URLSearchParams(location.search);
-// No STUN/TURN server by default: tabs on one machine or one LAN connect with host
-// candidates. ?stun=stun:host:3478 adds one.
-const ICE_SERVERS = params.getAll("stun").map((urls) => ({ urls }));
+// ICE servers: the signaling server's (its --stun-uris, and --turn-uris with credentials
+// it refreshes), unless the page gives its own: ?stun=stun:host:3478 (repeatable) replaces
+// them. Without either, tabs on one machine or one LAN connect with host candidates.
+// ?relay=1 forces every connection through TURN (iceTransportPolicy "relay").
+const OWN_ICE_SERVERS = params.getAll("stun").map((urls) => ({ urls }));
+const RTC_EXTRA = params.get("relay") === "1" ? { iceTransportPolicy: "relay" } : {};
 
 const $ = (id) => document.getElementById(id);
 const short = (id) => (id ? id.slice(0, 8) : "—");
@@ -113,7 +116,7 @@ class Link {
     this.exchanges = 0; // offer/answer exchanges completed (the first, then renegotiations)
     this.channel = null;
     this.#makeCard();
-    this.pc = new RTCPeerConnection({ iceServers: ICE_SERVERS });
+    this.pc = room.manage(new RTCPeerConnection(room.rtcConfiguration(RTC_EXTRA)));
     this.#wire();
     if (localStream) for (const track of localStream.getTracks()) this.pc.addTrack(track, localStream);
     if (initiator) this.#setChannel(this.pc.createDataChannel("chat"));
@@ -372,13 +375,21 @@ function freshSession() {
   me.dataset.sessionId = room.sessionId;
 }
 
+function describeIce(servers) {
+  const turn = servers.filter((s) => s.credential !== undefined).length;
+  const policy = RTC_EXTRA.iceTransportPolicy === "relay" ? ", relay only" : "";
+  if (!servers.length) return `no STUN or TURN servers: host candidates only${policy}`;
+  return `${servers.length - turn} STUN and ${turn} TURN server entries${policy}`;
+}
+
 async function doJoin(name) {
   $("join").disabled = true;
   $("room").disabled = true;
   setSignaling("active", "Connecting to the signaling server…");
   log(`joining room "${name}" at ${defaultBaseUrl}`);
   try {
-    room = await join(defaultBaseUrl, name);
+    const options = OWN_ICE_SERVERS.length ? { iceServers: OWN_ICE_SERVERS } : {};
+    room = await join(defaultBaseUrl, name, options);
   } catch (error) {
     setSignaling("failed", `Could not join: ${error.message}`);
     log(`join failed: ${error.message}`, "error");
@@ -392,6 +403,7 @@ async function doJoin(name) {
   setSignaling("done", "Signaling connected (event stream open)");
   $("signaling").dataset.resumed = "0";
   log(`signaling connected: you are ${short(room.sessionId)}`);
+  log(describeIce(room.iceServers));
   const url = new URL(location.href);
   url.searchParams.set("room", name);
   history.replaceState(null, "", url);
@@ -418,6 +430,11 @@ async function doJoin(name) {
     }
   });
   room.addEventListener("bye", ({ detail }) => log(`server said bye: ${detail.reason}`));
+  room.addEventListener("iceservers", ({ detail }) => {
+    const el = $("signaling");
+    el.dataset.iceRefreshes = String(Number(el.dataset.iceRefreshes ?? 0) + 1);
+    log(`ICE servers refreshed: ${describeIce(detail.iceServers)}`);
+  });
   room.addEventListener("closed", ({ detail }) => {
     setSignaling("idle", `Not connected (${detail.error?.message ?? detail.reason})`);
     log(`left the room (${detail.error?.message ?? detail.reason})`);

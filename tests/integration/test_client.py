@@ -3,11 +3,13 @@ scripted transport for the cases a real server does not produce on demand."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
 import attrs
 import httpx
 import pytest
@@ -16,6 +18,7 @@ import trio
 from roomkeeper.client import (
     Bye,
     ConnectionLost,
+    EndOfEvents,
     Event,
     Peer,
     Reconnected,
@@ -591,6 +594,43 @@ async def test_leave_counts_a_403_after_a_lost_answer_as_done(autojump_clock: An
     async with script.client() as http, join("http://rk", "r", http=http) as peer:
         await peer.leave()
     assert script.bodies() == [{"sender": SID, "token": TOKEN}] * 2
+
+
+# --- under asyncio ------------------------------------------------------------------------
+
+
+async def test_runs_under_asyncio(embedded: AsyncEmbeddedServer) -> None:
+    """The same client in an asyncio program (in a thread), against the embedded server."""
+
+    async def program(url: str) -> tuple[list[Event], list[Event], type[BaseException]]:
+        with anyio.fail_after(10):
+            async with join(url, "asyncio") as alice, join(url, "asyncio") as bob:
+                await until_anyio(alice, has_peers(alice, bob))
+                await alice.send(bob.session_id, {"hello": "from asyncio"})
+                got = await until_anyio(bob, lambda e: isinstance(e, SignalReceived))
+                await bob.leave()
+                ended = await until_anyio(bob, lambda e: e == Bye("left"))
+                try:
+                    await bob.receive()
+                except Exception as exc:
+                    end = type(exc)
+                await until_anyio(alice, lambda e: e == Roster((alice.session_id,)))
+        return got, ended, end
+
+    got, ended, end = await trio.to_thread.run_sync(asyncio.run, program(embedded.url))
+    assert signals(got) == [{"hello": "from asyncio"}]
+    assert ended[-1] == Bye("left")
+    assert end is EndOfEvents and issubclass(end, trio.EndOfChannel | anyio.EndOfStream)
+
+
+async def until_anyio(peer: Peer, done: Callable[[Event], bool]) -> list[Event]:
+    """`until` without trio (the caller bounds the wait)."""
+    seen: list[Event] = []
+    async for event in peer:
+        seen.append(event)
+        if done(event):
+            return seen
+    raise AssertionError(f"iteration ended first: {seen}")
 
 
 # --- the SSE decoder ----------------------------------------------------------------------

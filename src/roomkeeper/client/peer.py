@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-import math
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
+import anyio
+import anyio.abc
 import httpx
-import trio
 
 from ..groups import reraise_single
 from ..jsonutil import dumps, loads
@@ -25,6 +25,7 @@ from .events import (
     Roster,
     SignalReceived,
 )
+from .inbox import EndOfEvents, Inbox
 from .sse import SseDecoder, SseEvent
 
 __all__ = ["Peer", "join"]
@@ -84,7 +85,7 @@ class Peer:
         self._left = False
         self._ended = False  # bye left/replaced: the session is gone, or lives elsewhere
         self._error: Exception | None = None
-        self._send_events, self._events = trio.open_memory_channel[Event](math.inf)
+        self._events = Inbox[Event]()
 
     # -- the public API ------------------------------------------------------------------
     def __aiter__(self) -> Peer:
@@ -93,15 +94,15 @@ class Peer:
     async def __anext__(self) -> Event:
         try:
             return await self.receive()
-        except trio.EndOfChannel:
+        except EndOfEvents:
             raise StopAsyncIteration from None
 
     async def receive(self) -> Event:
         """The next event. After the last one: the error that ended the session, if
-        any, else `trio.EndOfChannel`."""
+        any, else `EndOfEvents` (a `trio.EndOfChannel` and an `anyio.EndOfStream`)."""
         try:
-            return await self._events.receive()
-        except trio.EndOfChannel:
+            return await self._events.get()
+        except EndOfEvents:
             if self._error is None:
                 raise
         raise self._error
@@ -144,7 +145,8 @@ class Peer:
         await self._retrying(attempt, "POST /api/leave")
 
     # -- HTTP ----------------------------------------------------------------------------
-    async def _post(self, path: str, body: dict[str, Any]) -> None:
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body``; the answer's JSON object (``{}`` if it is not one)."""
         response = await self._http.post(
             f"{self.url}/api/{path}",
             params={"room": self.room},
@@ -153,6 +155,11 @@ class Peer:
         )
         if response.status_code != 200:
             raise _rejected(response)
+        try:
+            answer = loads(response.content)
+        except ValueError:
+            return {}
+        return answer if isinstance(answer, dict) else {}
 
     async def _open(self) -> httpx.Response:
         """One attempt to open the event stream, resuming the session if there is one."""
@@ -196,11 +203,13 @@ class Peer:
                     raise
                 wait = exc.retry_after or _backoff(0.1, n, self._max_delay)
             log.debug("%s: retrying in %.2f s", what, wait)
-            await trio.sleep(wait)
+            await anyio.sleep(wait)
         raise AssertionError("unreachable")
 
     # -- the stream, in the background ---------------------------------------------------
-    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Follow the session's stream, reconnecting after drops, until it ends. Errors
         before the first roster are raised (to `join`'s caller); later ones end iteration."""
         started = False
@@ -214,7 +223,7 @@ class Peer:
         try:
             response: httpx.Response | None = await self._retrying(self._open, "connect")
             while response is not None:
-                opened = trio.current_time()
+                opened = anyio.current_time()
                 try:
                     reason = await self._read(response, ready)
                 except httpx.TransportError as exc:
@@ -223,7 +232,7 @@ class Peer:
                 if reason in ENDING or self._left:
                     self._ended = reason in ENDING
                     return
-                stable = trio.current_time() - opened >= STABLE
+                stable = anyio.current_time() - opened >= STABLE
                 response = await self._reopen(first_attempt=0 if stable else 1)
         except Exception as exc:
             if not started:
@@ -231,15 +240,15 @@ class Peer:
             log.warning("room %r: the session ended with an error: %r", self.room, exc)
             self._error = exc
         finally:
-            self._send_events.close()
+            self._events.close()
 
     async def _reopen(self, first_attempt: int) -> httpx.Response | None:
         """Reconnect, backing off, for up to ``reconnect_timeout``; None if we left."""
-        deadline = trio.current_time() + self._reconnect_timeout
+        deadline = anyio.current_time() + self._reconnect_timeout
         attempt, wait = first_attempt, 0.0
         while True:
             delay = _backoff(self._retry_delay, attempt - 1, self._max_delay) if attempt else 0.0
-            await trio.sleep(max(delay, wait))
+            await anyio.sleep(max(delay, wait))
             if self._left:
                 return None
             attempt += 1
@@ -253,7 +262,7 @@ class Peer:
                 if exc.status not in RETRYABLE:
                     raise
                 error, wait = exc, min(exc.retry_after or 0.0, MAX_RETRY_AFTER)
-            if trio.current_time() >= deadline:
+            if anyio.current_time() >= deadline:
                 raise error
 
     async def _read(self, response: httpx.Response, ready: Callable[[], None]) -> str | None:
@@ -270,7 +279,7 @@ class Peer:
         finally:
             if decoder.retry is not None:
                 self._retry_delay = decoder.retry / 1000
-            with trio.move_on_after(1, shield=True):
+            with anyio.move_on_after(1, shield=True):
                 await response.aclose()
         return None
 
@@ -289,12 +298,12 @@ class Peer:
                 peers = tuple(str(peer) for peer in data["peers"])
                 if peers != self.roster:
                     self.roster = peers
-                    self._send_events.send_nowait(Roster(peers))
+                    self._events.put(Roster(peers))
             elif sse.event == "signal":
-                self._send_events.send_nowait(SignalReceived(data["from"], data["signal"], sse.id))
+                self._events.put(SignalReceived(data["from"], data["signal"], sse.id))
             elif sse.event == "bye":
                 reason = str(data["reason"])
-                self._send_events.send_nowait(Bye(reason))
+                self._events.put(Bye(reason))
                 return reason
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("room %r: ignoring a malformed %r event: %r", self.room, sse.event, exc)
@@ -309,12 +318,12 @@ class Peer:
             else:  # a new session: a new id space
                 self.last_event_id = event_id
         if self._streams:
-            self._send_events.send_nowait(Reconnected(self.session_id, self.resumed))
+            self._events.put(Reconnected(self.session_id, self.resumed))
         self._streams += 1
 
     async def _close(self, leave: bool) -> None:
         if leave and not (self._left or self._ended or self._error) and self.session_id:
-            with trio.move_on_after(LEAVE_TIMEOUT, shield=True):
+            with anyio.move_on_after(LEAVE_TIMEOUT, shield=True):
                 try:
                     await self.leave()
                 except ClientError as exc:
@@ -359,7 +368,8 @@ async def join(
     (other than ``bye left/replaced``) is reopened; the client gives up after
     ``reconnect_timeout`` seconds of failures. On exit the peer leaves the room (unless
     ``leave_on_exit`` is False, e.g. to resume the session elsewhere). ``http``: your
-    own ``httpx.AsyncClient`` (default: one made for this peer). Must run under trio.
+    own ``httpx.AsyncClient`` (default: one made for this peer). Runs under trio or
+    asyncio (on anyio).
     """
     async with AsyncExitStack() as stack:
         if http is None:
@@ -376,13 +386,13 @@ async def join(
             reconnect_timeout=reconnect_timeout,
         )
         try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(peer._run)
+            async with anyio.create_task_group() as tasks:
+                await tasks.start(peer._run)
                 try:
                     yield peer
                 finally:
                     await peer._close(leave_on_exit)
-                    nursery.cancel_scope.cancel()
+                    tasks.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # The background task never raises: a group from here wraps the caller's error.
             reraise_single(group)

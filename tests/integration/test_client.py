@@ -17,9 +17,11 @@ import trio
 
 from roomkeeper.client import (
     Bye,
+    ClientError,
     ConnectionLost,
     EndOfEvents,
     Event,
+    IceServersUnsupported,
     Peer,
     Reconnected,
     RequestRejected,
@@ -594,6 +596,117 @@ async def test_leave_counts_a_403_after_a_lost_answer_as_done(autojump_clock: An
     async with script.client() as http, join("http://rk", "r", http=http) as peer:
         await peer.leave()
     assert script.bodies() == [{"sender": SID, "token": TOKEN}] * 2
+
+
+# --- ICE servers, from recorded event data -----------------------------------------------
+
+STUN = {"urls": ["stun:127.0.0.1:3478"]}
+TURN = {
+    "urls": ["turn:127.0.0.1:3478?transport=udp"],
+    "username": "1700000000:" + SID,
+    "credential": "c2VjcmV0LWJ5dGVz",
+}
+
+
+def hello_with(event_id: int, *, resumed: bool, **extra: Any) -> bytes:
+    session = {"session_id": SID, "token": TOKEN, "room": "r", "resumed": resumed, **extra}
+    return b"retry: 100\n\n" + sse(event_id, "session", session)
+
+
+async def test_ice_servers_come_with_the_session_event(autojump_clock: Any) -> None:
+    script = Script(
+        [
+            [
+                hello_with(10, resumed=False, ice_servers=[STUN, TURN]),
+                sse(11, "roster", {"peers": [SID]}),
+            ],
+            [hello(20, resumed=True), sse(21, "roster", {"peers": [SID]})],  # without the field
+            [
+                hello_with(30, resumed=True, ice_servers=[{"urls": 5}]),  # malformed: ignored
+                sse(31, "roster", {"peers": [SID]}),
+            ],
+            [hello_with(40, resumed=True, ice_servers=[STUN]), sse(41, "roster", {"peers": [SID]})],
+            [
+                hello_with(50, resumed=True, ice_servers=[]),
+                sse(51, "roster", {"peers": [SID]}),
+                HOLD,
+            ],
+        ]
+    )
+    async with script.client() as http, join("http://rk", "r", http=http) as peer:
+        assert peer.ice_servers == [STUN, TURN] and peer.ice_servers_ttl is None
+        await until(peer, lambda e: isinstance(e, Reconnected))
+        assert peer.ice_servers == [STUN, TURN]
+        await until(peer, lambda e: isinstance(e, Reconnected))
+        assert peer.ice_servers == [STUN, TURN]
+        await until(peer, lambda e: isinstance(e, Reconnected))
+        assert peer.ice_servers == [STUN]
+        await until(peer, lambda e: isinstance(e, Reconnected))
+        assert peer.ice_servers == []
+
+
+async def test_a_session_without_ice_servers_has_none() -> None:
+    script = Script([[hello(10, resumed=False), sse(11, "roster", {"peers": [SID]}), HOLD]])
+    async with script.client() as http, join("http://rk", "r", http=http) as peer:
+        assert peer.ice_servers == []
+
+
+async def test_refresh_ice_servers_posts_the_session_credentials(autojump_clock: Any) -> None:
+    fresh = {**TURN, "username": "1700003600:" + SID, "credential": "bmV3"}
+    script = Script(
+        [
+            [
+                hello_with(10, resumed=False, ice_servers=[TURN]),
+                sse(11, "roster", {"peers": [SID]}),
+                HOLD,
+            ]
+        ],
+        posts=[
+            httpx.Response(503, json={"error": "busy"}, headers={"Retry-After": "1"}),
+            httpx.Response(200, json={"ice_servers": [STUN, fresh], "ttl": 3600}),
+        ],
+    )
+    async with script.client() as http, join("http://rk", "r", http=http) as peer:
+        assert await peer.refresh_ice_servers() == [STUN, fresh]
+        assert peer.ice_servers == [STUN, fresh] and peer.ice_servers_ttl == 3600.0
+        await peer.leave()
+    refresh, _, leave = (r for r in script.requests if r.method == "POST")
+    assert refresh.url.path == "/api/ice-servers" and refresh.url.params["room"] == "r"
+    assert (
+        json.loads(refresh.content) == json.loads(leave.content) == {"sender": SID, "token": TOKEN}
+    )
+    assert refresh.headers["Content-Type"] == leave.headers["Content-Type"]
+
+
+async def test_refresh_ice_servers_says_when_the_server_has_no_endpoint(
+    autojump_clock: Any,
+) -> None:
+    script = Script(
+        [
+            [
+                hello_with(10, resumed=False, ice_servers=[STUN]),
+                sse(11, "roster", {"peers": [SID]}),
+                HOLD,
+            ]
+        ],
+        posts=[
+            httpx.Response(404, json={"error": "Not Found"}),
+            httpx.Response(403, json={"error": "wrong or missing token"}),
+            httpx.Response(200, json={"ice_servers": [{"urls": []}], "ttl": 60}),
+            httpx.Response(200, json={"ice_servers": [STUN]}),
+        ],
+    )
+    async with script.client() as http, join("http://rk", "r", http=http) as peer:
+        with pytest.raises(IceServersUnsupported) as caught:
+            await peer.refresh_ice_servers()
+        assert isinstance(caught.value, RequestRejected) and caught.value.status == 404
+        with pytest.raises(RequestRejected) as refused:
+            await peer.refresh_ice_servers()
+        assert type(refused.value) is RequestRejected and refused.value.status == 403
+        for _ in range(2):  # an empty urls list; no ttl
+            with pytest.raises(ClientError, match="malformed answer"):
+                await peer.refresh_ice_servers()
+        assert peer.ice_servers == [STUN] and peer.ice_servers_ttl is None
 
 
 # --- under asyncio ------------------------------------------------------------------------

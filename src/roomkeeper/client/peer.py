@@ -20,11 +20,13 @@ from .events import (
     ClientError,
     ConnectionLost,
     Event,
+    IceServersUnsupported,
     Reconnected,
     RequestRejected,
     Roster,
     SignalReceived,
 )
+from .ice import parse_ice_servers
 from .inbox import EndOfEvents, Inbox
 from .sse import SseDecoder, SseEvent
 
@@ -49,7 +51,9 @@ class Peer:
 
     ``session_id``, ``token`` and ``last_event_id`` are what it needs to resume;
     ``roster`` is the room's sessions in join order (yours included), kept current by a
-    background task whether or not you iterate. ``async for event in peer`` yields
+    background task whether or not you iterate. ``ice_servers`` is the RTCConfiguration
+    ``iceServers`` list the server gave in its ``session`` event (empty if it gave none);
+    `refresh_ice_servers` gets fresh credentials. ``async for event in peer`` yields
     `Roster`, `SignalReceived`, `Bye` and `Reconnected` events (heartbeats are handled
     inside) until the session ends, then raises the error that ended it, if any.
     """
@@ -75,6 +79,8 @@ class Peer:
         self.last_event_id = last_event_id
         self.roster: tuple[str, ...] = ()
         self.resumed = False
+        self.ice_servers: list[dict[str, Any]] = []
+        self.ice_servers_ttl: float | None = None
         self._http = http
         self._retries = retries
         self._idle_timeout = idle_timeout
@@ -143,6 +149,26 @@ class Peer:
                 tried = True
 
         await self._retrying(attempt, "POST /api/leave")
+
+    async def refresh_ice_servers(self) -> list[dict[str, Any]]:
+        """Fresh ICE servers (short-lived TURN credentials) from ``POST /api/ice-servers``:
+        sets and returns ``ice_servers``, and ``ice_servers_ttl`` (seconds they stay
+        valid). Raises `IceServersUnsupported` if the server has no such endpoint (404:
+        ``ice_servers`` keeps the session event's list), else as `send` does."""
+        body = {"sender": self.session_id, "token": self.token}
+        try:
+            answer = await self._retrying(
+                lambda: self._post("ice-servers", body), "POST /api/ice-servers"
+            )
+        except RequestRejected as exc:
+            if exc.status == 404:
+                raise IceServersUnsupported(exc.status, exc.reason) from exc
+            raise
+        servers, ttl = parse_ice_servers(answer), answer.get("ttl")
+        if servers is None or not isinstance(ttl, int | float) or isinstance(ttl, bool):
+            raise ClientError(f"POST /api/ice-servers: a malformed answer: {answer!r}")
+        self.ice_servers, self.ice_servers_ttl = servers, float(ttl)
+        return servers
 
     # -- HTTP ----------------------------------------------------------------------------
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -312,6 +338,12 @@ class Peer:
     def _on_session(self, event_id: int | None, data: dict[str, Any]) -> None:
         self.session_id, self.token = str(data["session_id"]), str(data["token"])
         self.resumed = bool(data["resumed"])
+        if "ice_servers" in data:
+            servers = parse_ice_servers(data)
+            if servers is None:
+                log.warning("room %r: ignoring malformed ice_servers", self.room)
+            else:
+                self.ice_servers = servers
         if event_id is not None:
             if self.resumed and self.last_event_id is not None:
                 self.last_event_id = max(self.last_event_id, event_id)

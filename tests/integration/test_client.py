@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -412,9 +413,11 @@ class Script:
     streams: list[list[Any] | httpx.Response | Exception]
     posts: list[httpx.Response | Exception] = attrs.Factory(list)
     requests: list[httpx.Request] = attrs.Factory(list)
+    times: list[float] = attrs.Factory(list)
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
+        self.times.append(trio.current_time())
         answer: list[Any] | httpx.Response | Exception
         if request.method == "POST":
             answer = self.posts.pop(0) if self.posts else httpx.Response(200, json={})
@@ -666,7 +669,10 @@ async def test_refresh_ice_servers_posts_the_session_credentials(autojump_clock:
             httpx.Response(200, json={"ice_servers": [STUN, fresh], "ttl": 3600}),
         ],
     )
-    async with script.client() as http, join("http://rk", "r", http=http) as peer:
+    async with (
+        script.client() as http,
+        join("http://rk", "r", http=http, refresh_ice=False) as peer,
+    ):
         assert await peer.refresh_ice_servers() == [STUN, fresh]
         assert peer.ice_servers == [STUN, fresh] and peer.ice_servers_ttl == 3600.0
         await peer.leave()
@@ -707,6 +713,67 @@ async def test_refresh_ice_servers_says_when_the_server_has_no_endpoint(
             with pytest.raises(ClientError, match="malformed answer"):
                 await peer.refresh_ice_servers()
         assert peer.ice_servers == [STUN] and peer.ice_servers_ttl is None
+
+
+def ice_posts(script: Script) -> list[float]:
+    """When the client posted to /api/ice-servers."""
+    return [
+        at
+        for at, r in zip(script.times, script.requests, strict=True)
+        if r.url.path == "/api/ice-servers"
+    ]
+
+
+async def test_ice_servers_are_refreshed_before_the_credentials_expire(
+    autojump_clock: Any,
+) -> None:
+    turn = {**TURN, "username": f"{int(time.time()) + 1000}:{SID}"}
+    fresh = {**TURN, "credential": "bmV3"}
+    script = Script(
+        [
+            [
+                hello_with(10, resumed=False, ice_servers=[turn]),
+                sse(11, "roster", {"peers": [SID]}),
+                HOLD,
+            ]
+        ],
+        posts=[
+            httpx.Response(200, json={"ice_servers": [fresh], "ttl": 100}),
+            httpx.Response(403, json={"error": "wrong or missing token"}),
+            httpx.Response(404, json={"error": "Not Found"}),
+        ],
+    )
+    async with script.client() as http, join("http://rk", "r", http=http) as peer:
+        start = trio.current_time()
+        await trio.sleep(10_000)  # (and after the 404, no more tries)
+        # At 80% of the credentials' life (1000 s, then 100 s); 10 s after the refused try,
+        # 80% of what is left (10 s).
+        times = [at - start for at in ice_posts(script)]
+        assert times == pytest.approx([800, 880, 898], abs=1)
+        assert peer.ice_servers == [fresh] and peer.ice_servers_ttl == 100
+    assert script.bodies()[:3] == [{"sender": SID, "token": TOKEN}] * 3
+
+
+@pytest.mark.parametrize(
+    ("servers", "refresh"),
+    [([STUN], True), ([{**TURN, "username": "bob"}], True), ([TURN], False)],
+    ids=["stun-only", "no-expiry-in-username", "refresh-off"],
+)
+async def test_no_refresh_without_expiring_credentials_or_when_off(
+    autojump_clock: Any, servers: list[dict[str, Any]], refresh: bool
+) -> None:
+    script = Script(
+        [
+            [
+                hello_with(10, resumed=False, ice_servers=servers),
+                sse(11, "roster", {"peers": [SID]}),
+                HOLD,
+            ]
+        ]
+    )
+    async with script.client() as http, join("http://rk", "r", http=http, refresh_ice=refresh):
+        await trio.sleep(80_000)
+    assert ice_posts(script) == []
 
 
 # --- under asyncio ------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["parse_ice_servers"]
+__all__ = ["expiry", "parse_ice_servers", "refresh_wait"]
 
 
 def parse_ice_servers(data: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -30,3 +30,26 @@ def _valid(server: object) -> bool:
     return urls_ok and all(
         isinstance(server.get(key, ""), str) for key in ("username", "credential")
     )
+
+
+REFRESH_AT = 0.8
+"""Fresh ICE servers are fetched when this share of the credentials' life has passed."""
+MIN_REFRESH_WAIT = 1.0
+"""Never refresh sooner than this (seconds), whatever a server says (so never in a loop)."""
+
+
+def expiry(servers: list[dict[str, Any]]) -> float | None:
+    """When the first TURN credential of ``servers`` expires (Unix time), from usernames
+    of the TURN REST API form ``<expiry>:<name>``; None if none has that form."""
+    times = [
+        int(stamp)
+        for server in servers
+        for stamp, colon, _ in [str(server.get("username", "")).partition(":")]
+        if colon and stamp.isascii() and stamp.isdigit()
+    ]
+    return float(min(times)) if times else None
+
+
+def refresh_wait(remaining: float) -> float:
+    """How long to wait before refreshing credentials that expire in ``remaining`` s."""
+    return max(remaining * REFRESH_AT, MIN_REFRESH_WAIT)

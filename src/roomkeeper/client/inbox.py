@@ -28,6 +28,10 @@ class Inbox(Generic[T]):
         self._closed = False
         self._wakeup: anyio.Event | None = None
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def put(self, item: T) -> None:
         self._items.append(item)
         self._wake()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -26,7 +27,7 @@ from .events import (
     Roster,
     SignalReceived,
 )
-from .ice import parse_ice_servers
+from .ice import expiry, parse_ice_servers, refresh_wait
 from .inbox import EndOfEvents, Inbox
 from .sse import SseDecoder, SseEvent
 
@@ -43,6 +44,8 @@ STABLE = 5.0
 """A stream that lasted this long (seconds) counts as healthy: the next reconnection
 is immediate. One that ended sooner waits first, so a flapping server is not hammered."""
 LEAVE_TIMEOUT = 5.0
+ICE_RETRY_WAIT = 10.0
+"""After a failed refresh of the ICE servers, the next try waits at least this long."""
 ENDING = frozenset({"left", "replaced"})
 
 
@@ -81,6 +84,8 @@ class Peer:
         self.resumed = False
         self.ice_servers: list[dict[str, Any]] = []
         self.ice_servers_ttl: float | None = None
+        self._ice_expires: float | None = None  # anyio's clock; None: no TURN credential
+        self._ice_news: anyio.Event | None = None
         self._http = http
         self._retries = retries
         self._idle_timeout = idle_timeout
@@ -167,8 +172,37 @@ class Peer:
         servers, ttl = parse_ice_servers(answer), answer.get("ttl")
         if servers is None or not isinstance(ttl, int | float) or isinstance(ttl, bool):
             raise ClientError(f"POST /api/ice-servers: a malformed answer: {answer!r}")
-        self.ice_servers, self.ice_servers_ttl = servers, float(ttl)
+        self.ice_servers_ttl = float(ttl)
+        self._set_ice(servers, anyio.current_time() + float(ttl))
         return servers
+
+    def _set_ice(self, servers: list[dict[str, Any]], expires: float | None) -> None:
+        self.ice_servers, self._ice_expires = servers, expires
+        self._wake_ice()
+
+    def _wake_ice(self) -> None:
+        if self._ice_news is not None:
+            self._ice_news.set()
+
+    async def _keep_ice_fresh(self) -> None:
+        """Refresh ``ice_servers`` before their TURN credentials expire (see `expiry`),
+        until the session ends or the server turns out to have no refresh endpoint."""
+        while not (self._left or self._events.closed):
+            news = self._ice_news = anyio.Event()
+            if self._ice_expires is None:
+                await news.wait()
+                continue
+            with anyio.move_on_after(refresh_wait(self._ice_expires - anyio.current_time())):
+                await news.wait()
+                continue  # new servers (or the end): wait again from there
+            try:
+                await self.refresh_ice_servers()
+            except IceServersUnsupported:
+                log.info("room %r: the server cannot refresh ICE servers", self.room)
+                return
+            except (ClientError, httpx.HTTPError) as exc:
+                log.warning("room %r: could not refresh the ICE servers: %r", self.room, exc)
+                await anyio.sleep(ICE_RETRY_WAIT)
 
     # -- HTTP ----------------------------------------------------------------------------
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -267,6 +301,7 @@ class Peer:
             self._error = exc
         finally:
             self._events.close()
+            self._wake_ice()
 
     async def _reopen(self, first_attempt: int) -> httpx.Response | None:
         """Reconnect, backing off, for up to ``reconnect_timeout``; None if we left."""
@@ -343,7 +378,9 @@ class Peer:
             if servers is None:
                 log.warning("room %r: ignoring malformed ice_servers", self.room)
             else:
-                self.ice_servers = servers
+                expires = expiry(servers)  # Unix time, made a time on anyio's clock
+                now = anyio.current_time()
+                self._set_ice(servers, None if expires is None else now + expires - time.time())
         if event_id is not None:
             if self.resumed and self.last_event_id is not None:
                 self.last_event_id = max(self.last_event_id, event_id)
@@ -390,6 +427,7 @@ async def join(
     retries: int = 5,
     idle_timeout: float = 30.0,
     reconnect_timeout: float = 30.0,
+    refresh_ice: bool = True,
 ) -> AsyncIterator[Peer]:
     """``async with join(server_url, "room") as peer:`` joins ``room`` as a new session,
     or resumes one (``session_id``, ``token``, and ``last_event_id`` to lose nothing).
@@ -400,8 +438,9 @@ async def join(
     (other than ``bye left/replaced``) is reopened; the client gives up after
     ``reconnect_timeout`` seconds of failures. On exit the peer leaves the room (unless
     ``leave_on_exit`` is False, e.g. to resume the session elsewhere). ``http``: your
-    own ``httpx.AsyncClient`` (default: one made for this peer). Runs under trio or
-    asyncio (on anyio).
+    own ``httpx.AsyncClient`` (default: one made for this peer). With ``refresh_ice``,
+    ``peer.ice_servers`` is refreshed in the background before its TURN credentials
+    expire. Runs under trio or asyncio (on anyio).
     """
     async with AsyncExitStack() as stack:
         if http is None:
@@ -420,6 +459,8 @@ async def join(
         try:
             async with anyio.create_task_group() as tasks:
                 await tasks.start(peer._run)
+                if refresh_ice:
+                    tasks.start_soon(peer._keep_ice_fresh)
                 try:
                     yield peer
                 finally:

@@ -3,11 +3,14 @@ scripted transport for the cases a real server does not produce on demand."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
 import attrs
 import httpx
 import pytest
@@ -15,8 +18,11 @@ import trio
 
 from roomkeeper.client import (
     Bye,
+    ClientError,
     ConnectionLost,
+    EndOfEvents,
     Event,
+    IceServersUnsupported,
     Peer,
     Reconnected,
     RequestRejected,
@@ -407,9 +413,11 @@ class Script:
     streams: list[list[Any] | httpx.Response | Exception]
     posts: list[httpx.Response | Exception] = attrs.Factory(list)
     requests: list[httpx.Request] = attrs.Factory(list)
+    times: list[float] = attrs.Factory(list)
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
+        self.times.append(trio.current_time())
         answer: list[Any] | httpx.Response | Exception
         if request.method == "POST":
             answer = self.posts.pop(0) if self.posts else httpx.Response(200, json={})
@@ -591,6 +599,239 @@ async def test_leave_counts_a_403_after_a_lost_answer_as_done(autojump_clock: An
     async with script.client() as http, join("http://rk", "r", http=http) as peer:
         await peer.leave()
     assert script.bodies() == [{"sender": SID, "token": TOKEN}] * 2
+
+
+# --- ICE servers, from recorded event data -----------------------------------------------
+
+STUN = {"urls": ["stun:127.0.0.1:3478"]}
+TURN = {
+    "urls": ["turn:127.0.0.1:3478?transport=udp"],
+    "username": "1700000000:" + SID,
+    "credential": "c2VjcmV0LWJ5dGVz",
+}
+
+
+def hello_with(event_id: int, *, resumed: bool, **extra: Any) -> bytes:
+    session = {"session_id": SID, "token": TOKEN, "room": "r", "resumed": resumed, **extra}
+    return b"retry: 100\n\n" + sse(event_id, "session", session)
+
+
+async def test_ice_servers_come_with_the_session_event(autojump_clock: Any) -> None:
+    script = Script(
+        [
+            [
+                hello_with(10, resumed=False, ice_servers=[STUN, TURN]),
+                sse(11, "roster", {"peers": [SID]}),
+            ],
+            [hello(20, resumed=True), sse(21, "roster", {"peers": [SID]})],  # without the field
+            [
+                hello_with(30, resumed=True, ice_servers=[{"urls": 5}]),  # malformed: ignored
+                sse(31, "roster", {"peers": [SID]}),
+            ],
+            [hello_with(40, resumed=True, ice_servers=[STUN]), sse(41, "roster", {"peers": [SID]})],
+            [
+                hello_with(50, resumed=True, ice_servers=[]),
+                sse(51, "roster", {"peers": [SID]}),
+                HOLD,
+            ],
+        ]
+    )
+    async with script.client() as http, join("http://rk", "r", http=http) as peer:
+        assert peer.ice_servers == [STUN, TURN] and peer.ice_servers_ttl is None
+        await until(peer, lambda e: isinstance(e, Reconnected))
+        assert peer.ice_servers == [STUN, TURN]
+        await until(peer, lambda e: isinstance(e, Reconnected))
+        assert peer.ice_servers == [STUN, TURN]
+        await until(peer, lambda e: isinstance(e, Reconnected))
+        assert peer.ice_servers == [STUN]
+        await until(peer, lambda e: isinstance(e, Reconnected))
+        assert peer.ice_servers == []
+
+
+async def test_a_session_without_ice_servers_has_none() -> None:
+    script = Script([[hello(10, resumed=False), sse(11, "roster", {"peers": [SID]}), HOLD]])
+    async with script.client() as http, join("http://rk", "r", http=http) as peer:
+        assert peer.ice_servers == []
+
+
+async def test_refresh_ice_servers_posts_the_session_credentials(autojump_clock: Any) -> None:
+    fresh = {**TURN, "username": "1700003600:" + SID, "credential": "bmV3"}
+    script = Script(
+        [
+            [
+                hello_with(10, resumed=False, ice_servers=[TURN]),
+                sse(11, "roster", {"peers": [SID]}),
+                HOLD,
+            ]
+        ],
+        posts=[
+            httpx.Response(503, json={"error": "busy"}, headers={"Retry-After": "1"}),
+            httpx.Response(200, json={"ice_servers": [STUN, fresh], "ttl": 3600}),
+        ],
+    )
+    async with (
+        script.client() as http,
+        join("http://rk", "r", http=http, refresh_ice=False) as peer,
+    ):
+        assert await peer.refresh_ice_servers() == [STUN, fresh]
+        assert peer.ice_servers == [STUN, fresh] and peer.ice_servers_ttl == 3600.0
+        await peer.leave()
+    refresh, _, leave = (r for r in script.requests if r.method == "POST")
+    assert refresh.url.path == "/api/ice-servers" and refresh.url.params["room"] == "r"
+    assert (
+        json.loads(refresh.content) == json.loads(leave.content) == {"sender": SID, "token": TOKEN}
+    )
+    assert refresh.headers["Content-Type"] == leave.headers["Content-Type"]
+
+
+async def test_refresh_ice_servers_says_when_the_server_has_no_endpoint(
+    autojump_clock: Any,
+) -> None:
+    script = Script(
+        [
+            [
+                hello_with(10, resumed=False, ice_servers=[STUN]),
+                sse(11, "roster", {"peers": [SID]}),
+                HOLD,
+            ]
+        ],
+        posts=[
+            httpx.Response(404, json={"error": "Not Found"}),
+            httpx.Response(403, json={"error": "wrong or missing token"}),
+            httpx.Response(200, json={"ice_servers": [{"urls": []}], "ttl": 60}),
+            httpx.Response(200, json={"ice_servers": [STUN]}),
+        ],
+    )
+    async with script.client() as http, join("http://rk", "r", http=http) as peer:
+        with pytest.raises(IceServersUnsupported) as caught:
+            await peer.refresh_ice_servers()
+        assert isinstance(caught.value, RequestRejected) and caught.value.status == 404
+        with pytest.raises(RequestRejected) as refused:
+            await peer.refresh_ice_servers()
+        assert type(refused.value) is RequestRejected and refused.value.status == 403
+        for _ in range(2):  # an empty urls list; no ttl
+            with pytest.raises(ClientError, match="malformed answer"):
+                await peer.refresh_ice_servers()
+        assert peer.ice_servers == [STUN] and peer.ice_servers_ttl is None
+
+
+def ice_posts(script: Script) -> list[float]:
+    """When the client posted to /api/ice-servers."""
+    return [
+        at
+        for at, r in zip(script.times, script.requests, strict=True)
+        if r.url.path == "/api/ice-servers"
+    ]
+
+
+async def test_ice_servers_are_refreshed_before_the_credentials_expire(
+    autojump_clock: Any,
+) -> None:
+    turn = {**TURN, "username": f"{int(time.time()) + 1000}:{SID}"}
+    fresh = {**TURN, "credential": "bmV3"}
+    script = Script(
+        [
+            [
+                hello_with(10, resumed=False, ice_servers=[turn]),
+                sse(11, "roster", {"peers": [SID]}),
+                HOLD,
+            ]
+        ],
+        posts=[
+            httpx.Response(200, json={"ice_servers": [fresh], "ttl": 100}),
+            httpx.Response(403, json={"error": "wrong or missing token"}),
+            httpx.Response(404, json={"error": "Not Found"}),
+        ],
+    )
+    async with script.client() as http, join("http://rk", "r", http=http) as peer:
+        start = trio.current_time()
+        await trio.sleep(10_000)  # (and after the 404, no more tries)
+        # At 80% of the credentials' life (1000 s, then 100 s); 10 s after the refused try,
+        # 80% of what is left (10 s).
+        times = [at - start for at in ice_posts(script)]
+        assert times == pytest.approx([800, 880, 898], abs=1)
+        assert peer.ice_servers == [fresh] and peer.ice_servers_ttl == 100
+    assert script.bodies()[:3] == [{"sender": SID, "token": TOKEN}] * 3
+
+
+@pytest.mark.parametrize(
+    ("servers", "refresh"),
+    [([STUN], True), ([{**TURN, "username": "bob"}], True), ([TURN], False)],
+    ids=["stun-only", "no-expiry-in-username", "refresh-off"],
+)
+async def test_no_refresh_without_expiring_credentials_or_when_off(
+    autojump_clock: Any, servers: list[dict[str, Any]], refresh: bool
+) -> None:
+    script = Script(
+        [
+            [
+                hello_with(10, resumed=False, ice_servers=servers),
+                sse(11, "roster", {"peers": [SID]}),
+                HOLD,
+            ]
+        ]
+    )
+    async with script.client() as http, join("http://rk", "r", http=http, refresh_ice=refresh):
+        await trio.sleep(80_000)
+    assert ice_posts(script) == []
+
+
+async def test_ice_servers_from_a_server_with_turn_settings() -> None:
+    """Against a real server with STUN and TURN settings: the session event's list, then
+    fresh credentials from POST /api/ice-servers, shaped as coturn checks them."""
+    turn = {
+        "stun_uris": ("stun:127.0.0.1:3478",),
+        "turn_uris": ("turn:127.0.0.1:3478?transport=udp",),
+        "turn_secret": "coturn-static-secret-0123",
+        "turn_ttl": 600,
+    }
+    async with serve_async(**turn) as server, join(server.url, "turn") as alice:
+        stun, relay = alice.ice_servers
+        assert stun == {"urls": ["stun:127.0.0.1:3478"]}
+        assert relay["urls"] == ["turn:127.0.0.1:3478?transport=udp"]
+        expiry, _, session = relay["username"].partition(":")
+        assert session == alice.session_id and int(expiry) > time.time()
+        fresh = await alice.refresh_ice_servers()
+        assert alice.ice_servers == fresh and alice.ice_servers_ttl == 600
+        assert fresh[1]["username"].endswith(":" + alice.session_id)
+        assert "coturn-static-secret-0123" not in repr(fresh)
+
+
+# --- under asyncio ------------------------------------------------------------------------
+
+
+async def test_runs_under_asyncio(embedded: AsyncEmbeddedServer) -> None:
+    """The same client in an asyncio program (in a thread), against the embedded server."""
+
+    async def program(url: str) -> tuple[list[Event], list[Event], type[BaseException]]:
+        with anyio.fail_after(10):
+            async with join(url, "asyncio") as alice, join(url, "asyncio") as bob:
+                await until_anyio(alice, has_peers(alice, bob))
+                await alice.send(bob.session_id, {"hello": "from asyncio"})
+                got = await until_anyio(bob, lambda e: isinstance(e, SignalReceived))
+                await bob.leave()
+                ended = await until_anyio(bob, lambda e: e == Bye("left"))
+                try:
+                    await bob.receive()
+                except Exception as exc:
+                    end = type(exc)
+                await until_anyio(alice, lambda e: e == Roster((alice.session_id,)))
+        return got, ended, end
+
+    got, ended, end = await trio.to_thread.run_sync(asyncio.run, program(embedded.url))
+    assert signals(got) == [{"hello": "from asyncio"}]
+    assert ended[-1] == Bye("left")
+    assert end is EndOfEvents and issubclass(end, trio.EndOfChannel | anyio.EndOfStream)
+
+
+async def until_anyio(peer: Peer, done: Callable[[Event], bool]) -> list[Event]:
+    """`until` without trio (the caller bounds the wait)."""
+    seen: list[Event] = []
+    async for event in peer:
+        seen.append(event)
+        if done(event):
+            return seen
+    raise AssertionError(f"iteration ended first: {seen}")
 
 
 # --- the SSE decoder ----------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""A Python client for roomkeeper, on trio and httpx, for bots and tests.
+"""A Python client for roomkeeper, on httpx and anyio (so under trio or asyncio), for bots
+and tests.
 
     async with join("http://127.0.0.1:8787", "lobby") as peer:
         await peer.send(other_session_id, {"type": "offer", "sdp": "..."})
@@ -18,18 +19,22 @@ from .events import (
     ClientError,
     ConnectionLost,
     Event,
+    IceServersUnsupported,
     Reconnected,
     RequestRejected,
     Roster,
     SignalReceived,
 )
+from .inbox import EndOfEvents
 from .peer import Peer, join
 
 __all__ = [
     "Bye",
     "ClientError",
     "ConnectionLost",
+    "EndOfEvents",
     "Event",
+    "IceServersUnsupported",
     "Peer",
     "Reconnected",
     "RequestRejected",

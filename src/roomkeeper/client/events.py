@@ -11,6 +11,7 @@ __all__ = [
     "ClientError",
     "ConnectionLost",
     "Event",
+    "IceServersUnsupported",
     "Reconnected",
     "RequestRejected",
     "Roster",
@@ -67,6 +68,11 @@ class RequestRejected(ClientError):
         self.status = status
         self.reason = reason
         self.retry_after = retry_after
+
+
+class IceServersUnsupported(RequestRejected):
+    """The server has no ``POST /api/ice-servers`` (it answered 404): it cannot refresh
+    ICE servers, and ``Peer.ice_servers`` stays what the ``session`` event gave."""
 
 
 class ConnectionLost(ClientError):

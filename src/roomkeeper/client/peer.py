@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-import math
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
+import anyio
+import anyio.abc
 import httpx
-import trio
 
 from ..groups import reraise_single
 from ..jsonutil import dumps, loads
@@ -20,11 +21,14 @@ from .events import (
     ClientError,
     ConnectionLost,
     Event,
+    IceServersUnsupported,
     Reconnected,
     RequestRejected,
     Roster,
     SignalReceived,
 )
+from .ice import expiry, parse_ice_servers, refresh_wait
+from .inbox import EndOfEvents, Inbox
 from .sse import SseDecoder, SseEvent
 
 __all__ = ["Peer", "join"]
@@ -40,6 +44,8 @@ STABLE = 5.0
 """A stream that lasted this long (seconds) counts as healthy: the next reconnection
 is immediate. One that ended sooner waits first, so a flapping server is not hammered."""
 LEAVE_TIMEOUT = 5.0
+ICE_RETRY_WAIT = 10.0
+"""After a failed refresh of the ICE servers, the next try waits at least this long."""
 ENDING = frozenset({"left", "replaced"})
 
 
@@ -48,7 +54,9 @@ class Peer:
 
     ``session_id``, ``token`` and ``last_event_id`` are what it needs to resume;
     ``roster`` is the room's sessions in join order (yours included), kept current by a
-    background task whether or not you iterate. ``async for event in peer`` yields
+    background task whether or not you iterate. ``ice_servers`` is the RTCConfiguration
+    ``iceServers`` list the server gave in its ``session`` event (empty if it gave none);
+    `refresh_ice_servers` gets fresh credentials. ``async for event in peer`` yields
     `Roster`, `SignalReceived`, `Bye` and `Reconnected` events (heartbeats are handled
     inside) until the session ends, then raises the error that ended it, if any.
     """
@@ -74,6 +82,10 @@ class Peer:
         self.last_event_id = last_event_id
         self.roster: tuple[str, ...] = ()
         self.resumed = False
+        self.ice_servers: list[dict[str, Any]] = []
+        self.ice_servers_ttl: float | None = None
+        self._ice_expires: float | None = None  # anyio's clock; None: no TURN credential
+        self._ice_news: anyio.Event | None = None
         self._http = http
         self._retries = retries
         self._idle_timeout = idle_timeout
@@ -84,7 +96,7 @@ class Peer:
         self._left = False
         self._ended = False  # bye left/replaced: the session is gone, or lives elsewhere
         self._error: Exception | None = None
-        self._send_events, self._events = trio.open_memory_channel[Event](math.inf)
+        self._events = Inbox[Event]()
 
     # -- the public API ------------------------------------------------------------------
     def __aiter__(self) -> Peer:
@@ -93,15 +105,15 @@ class Peer:
     async def __anext__(self) -> Event:
         try:
             return await self.receive()
-        except trio.EndOfChannel:
+        except EndOfEvents:
             raise StopAsyncIteration from None
 
     async def receive(self) -> Event:
         """The next event. After the last one: the error that ended the session, if
-        any, else `trio.EndOfChannel`."""
+        any, else `EndOfEvents` (a `trio.EndOfChannel` and an `anyio.EndOfStream`)."""
         try:
-            return await self._events.receive()
-        except trio.EndOfChannel:
+            return await self._events.get()
+        except EndOfEvents:
             if self._error is None:
                 raise
         raise self._error
@@ -143,8 +155,58 @@ class Peer:
 
         await self._retrying(attempt, "POST /api/leave")
 
+    async def refresh_ice_servers(self) -> list[dict[str, Any]]:
+        """Fresh ICE servers (short-lived TURN credentials) from ``POST /api/ice-servers``:
+        sets and returns ``ice_servers``, and ``ice_servers_ttl`` (seconds they stay
+        valid). Raises `IceServersUnsupported` if the server has no such endpoint (404:
+        ``ice_servers`` keeps the session event's list), else as `send` does."""
+        body = {"sender": self.session_id, "token": self.token}
+        try:
+            answer = await self._retrying(
+                lambda: self._post("ice-servers", body), "POST /api/ice-servers"
+            )
+        except RequestRejected as exc:
+            if exc.status == 404:
+                raise IceServersUnsupported(exc.status, exc.reason) from exc
+            raise
+        servers, ttl = parse_ice_servers(answer), answer.get("ttl")
+        if servers is None or not isinstance(ttl, int | float) or isinstance(ttl, bool):
+            raise ClientError(f"POST /api/ice-servers: a malformed answer: {answer!r}")
+        self.ice_servers_ttl = float(ttl)
+        self._set_ice(servers, anyio.current_time() + float(ttl))
+        return servers
+
+    def _set_ice(self, servers: list[dict[str, Any]], expires: float | None) -> None:
+        self.ice_servers, self._ice_expires = servers, expires
+        self._wake_ice()
+
+    def _wake_ice(self) -> None:
+        if self._ice_news is not None:
+            self._ice_news.set()
+
+    async def _keep_ice_fresh(self) -> None:
+        """Refresh ``ice_servers`` before their TURN credentials expire (see `expiry`),
+        until the session ends or the server turns out to have no refresh endpoint."""
+        while not (self._left or self._events.closed):
+            news = self._ice_news = anyio.Event()
+            if self._ice_expires is None:
+                await news.wait()
+                continue
+            with anyio.move_on_after(refresh_wait(self._ice_expires - anyio.current_time())):
+                await news.wait()
+                continue  # new servers (or the end): wait again from there
+            try:
+                await self.refresh_ice_servers()
+            except IceServersUnsupported:
+                log.info("room %r: the server cannot refresh ICE servers", self.room)
+                return
+            except (ClientError, httpx.HTTPError) as exc:
+                log.warning("room %r: could not refresh the ICE servers: %r", self.room, exc)
+                await anyio.sleep(ICE_RETRY_WAIT)
+
     # -- HTTP ----------------------------------------------------------------------------
-    async def _post(self, path: str, body: dict[str, Any]) -> None:
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body``; the answer's JSON object (``{}`` if it is not one)."""
         response = await self._http.post(
             f"{self.url}/api/{path}",
             params={"room": self.room},
@@ -153,6 +215,11 @@ class Peer:
         )
         if response.status_code != 200:
             raise _rejected(response)
+        try:
+            answer = loads(response.content)
+        except ValueError:
+            return {}
+        return answer if isinstance(answer, dict) else {}
 
     async def _open(self) -> httpx.Response:
         """One attempt to open the event stream, resuming the session if there is one."""
@@ -196,11 +263,13 @@ class Peer:
                     raise
                 wait = exc.retry_after or _backoff(0.1, n, self._max_delay)
             log.debug("%s: retrying in %.2f s", what, wait)
-            await trio.sleep(wait)
+            await anyio.sleep(wait)
         raise AssertionError("unreachable")
 
     # -- the stream, in the background ---------------------------------------------------
-    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Follow the session's stream, reconnecting after drops, until it ends. Errors
         before the first roster are raised (to `join`'s caller); later ones end iteration."""
         started = False
@@ -214,7 +283,7 @@ class Peer:
         try:
             response: httpx.Response | None = await self._retrying(self._open, "connect")
             while response is not None:
-                opened = trio.current_time()
+                opened = anyio.current_time()
                 try:
                     reason = await self._read(response, ready)
                 except httpx.TransportError as exc:
@@ -223,7 +292,7 @@ class Peer:
                 if reason in ENDING or self._left:
                     self._ended = reason in ENDING
                     return
-                stable = trio.current_time() - opened >= STABLE
+                stable = anyio.current_time() - opened >= STABLE
                 response = await self._reopen(first_attempt=0 if stable else 1)
         except Exception as exc:
             if not started:
@@ -231,15 +300,16 @@ class Peer:
             log.warning("room %r: the session ended with an error: %r", self.room, exc)
             self._error = exc
         finally:
-            self._send_events.close()
+            self._events.close()
+            self._wake_ice()
 
     async def _reopen(self, first_attempt: int) -> httpx.Response | None:
         """Reconnect, backing off, for up to ``reconnect_timeout``; None if we left."""
-        deadline = trio.current_time() + self._reconnect_timeout
+        deadline = anyio.current_time() + self._reconnect_timeout
         attempt, wait = first_attempt, 0.0
         while True:
             delay = _backoff(self._retry_delay, attempt - 1, self._max_delay) if attempt else 0.0
-            await trio.sleep(max(delay, wait))
+            await anyio.sleep(max(delay, wait))
             if self._left:
                 return None
             attempt += 1
@@ -253,7 +323,7 @@ class Peer:
                 if exc.status not in RETRYABLE:
                     raise
                 error, wait = exc, min(exc.retry_after or 0.0, MAX_RETRY_AFTER)
-            if trio.current_time() >= deadline:
+            if anyio.current_time() >= deadline:
                 raise error
 
     async def _read(self, response: httpx.Response, ready: Callable[[], None]) -> str | None:
@@ -270,7 +340,7 @@ class Peer:
         finally:
             if decoder.retry is not None:
                 self._retry_delay = decoder.retry / 1000
-            with trio.move_on_after(1, shield=True):
+            with anyio.move_on_after(1, shield=True):
                 await response.aclose()
         return None
 
@@ -289,12 +359,12 @@ class Peer:
                 peers = tuple(str(peer) for peer in data["peers"])
                 if peers != self.roster:
                     self.roster = peers
-                    self._send_events.send_nowait(Roster(peers))
+                    self._events.put(Roster(peers))
             elif sse.event == "signal":
-                self._send_events.send_nowait(SignalReceived(data["from"], data["signal"], sse.id))
+                self._events.put(SignalReceived(data["from"], data["signal"], sse.id))
             elif sse.event == "bye":
                 reason = str(data["reason"])
-                self._send_events.send_nowait(Bye(reason))
+                self._events.put(Bye(reason))
                 return reason
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("room %r: ignoring a malformed %r event: %r", self.room, sse.event, exc)
@@ -303,18 +373,26 @@ class Peer:
     def _on_session(self, event_id: int | None, data: dict[str, Any]) -> None:
         self.session_id, self.token = str(data["session_id"]), str(data["token"])
         self.resumed = bool(data["resumed"])
+        if "ice_servers" in data:
+            servers = parse_ice_servers(data)
+            if servers is None:
+                log.warning("room %r: ignoring malformed ice_servers", self.room)
+            else:
+                expires = expiry(servers)  # Unix time, made a time on anyio's clock
+                now = anyio.current_time()
+                self._set_ice(servers, None if expires is None else now + expires - time.time())
         if event_id is not None:
             if self.resumed and self.last_event_id is not None:
                 self.last_event_id = max(self.last_event_id, event_id)
             else:  # a new session: a new id space
                 self.last_event_id = event_id
         if self._streams:
-            self._send_events.send_nowait(Reconnected(self.session_id, self.resumed))
+            self._events.put(Reconnected(self.session_id, self.resumed))
         self._streams += 1
 
     async def _close(self, leave: bool) -> None:
         if leave and not (self._left or self._ended or self._error) and self.session_id:
-            with trio.move_on_after(LEAVE_TIMEOUT, shield=True):
+            with anyio.move_on_after(LEAVE_TIMEOUT, shield=True):
                 try:
                     await self.leave()
                 except ClientError as exc:
@@ -349,6 +427,7 @@ async def join(
     retries: int = 5,
     idle_timeout: float = 30.0,
     reconnect_timeout: float = 30.0,
+    refresh_ice: bool = True,
 ) -> AsyncIterator[Peer]:
     """``async with join(server_url, "room") as peer:`` joins ``room`` as a new session,
     or resumes one (``session_id``, ``token``, and ``last_event_id`` to lose nothing).
@@ -359,7 +438,9 @@ async def join(
     (other than ``bye left/replaced``) is reopened; the client gives up after
     ``reconnect_timeout`` seconds of failures. On exit the peer leaves the room (unless
     ``leave_on_exit`` is False, e.g. to resume the session elsewhere). ``http``: your
-    own ``httpx.AsyncClient`` (default: one made for this peer). Must run under trio.
+    own ``httpx.AsyncClient`` (default: one made for this peer). With ``refresh_ice``,
+    ``peer.ice_servers`` is refreshed in the background before its TURN credentials
+    expire. Runs under trio or asyncio (on anyio).
     """
     async with AsyncExitStack() as stack:
         if http is None:
@@ -376,13 +457,15 @@ async def join(
             reconnect_timeout=reconnect_timeout,
         )
         try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(peer._run)
+            async with anyio.create_task_group() as tasks:
+                await tasks.start(peer._run)
+                if refresh_ice:
+                    tasks.start_soon(peer._keep_ice_fresh)
                 try:
                     yield peer
                 finally:
                     await peer._close(leave_on_exit)
-                    nursery.cancel_scope.cancel()
+                    tasks.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # The background task never raises: a group from here wraps the caller's error.
             reraise_single(group)

@@ -13,6 +13,7 @@ by an epoch older than one already granted is a write after a takeover.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -470,3 +471,48 @@ def running_cluster(
         yield cluster
     finally:
         cluster.close()
+
+
+# --- the API's integration suite against a cluster --------------------------------------------
+
+_postgres: list[PostgresServer] = []
+
+
+def session_postgres() -> PostgresServer:
+    """One PostgreSQL for the whole run, started on first use, stopped at exit."""
+    if not _postgres:
+        require_postgres()
+        server = PostgresServer.start()
+        atexit.register(server.close)
+        _postgres.append(server)
+    return _postgres[0]
+
+
+class ClusterServer:
+    """A 3-node cluster behind nginx that stands in for one ``ServerProcess`` of
+    tests/integration (its ``url`` is nginx's) when ROOMKEEPER_TEST_CLUSTER=1."""
+
+    def __init__(self, tmp: Path, flags: Mapping[str, str]) -> None:
+        flags = {k: v for k, v in flags.items() if k != "--storage"}
+        self.cluster = Cluster(session_postgres(), tmp, 3, flags)
+        self.url = self.cluster.url
+        self.flags = dict(flags)
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        """nginx's process (what ``base`` checks is alive)."""
+        return self.cluster.nginx.proc
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return self.cluster.nginx.port
+
+    def log(self) -> str:
+        return self.cluster.logs()
+
+    def kill(self) -> None:
+        self.cluster.close()

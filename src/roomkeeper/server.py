@@ -26,16 +26,19 @@ from hypercorn.typing import (
 
 from roomkeeper_actors.signaling.room import RoomEnv
 
+from .cluster import NodeHeader, NodeIdentity, node_identity
 from .config import MEMORY, Config, ConfigError
 from .groups import unwrap
 from .http.app import ROOMS, AppSettings, create_app
 from .http.codec import SseCodec
 from .http.fastpath import PostFastPath
+from .http.forward import Peers
 from .http.guard import GuardedConfig, install_guard
 from .observe import TimedBackend, observability, setup_logging, trace_to_file
 from .runtime import (
     ActorSystem,
     Binding,
+    LeaseStore,
     MemoryBackend,
     RuntimeConfig,
     SQLiteBackend,
@@ -53,10 +56,18 @@ MAX_REQUEST_HEAD = 64 * 1024
 once): a longer head is answered 431."""
 
 
-def make_backend(config: Config) -> StorageBackend:
-    """In-memory for ``memory``, else a SQLite file (its folder is created)."""
+def make_backend(config: Config, node: NodeIdentity | None = None) -> StorageBackend:
+    """In-memory for ``memory``, PostgreSQL for a ``postgresql://`` URL (shared with other
+    nodes, ``node`` being this one), else a SQLite file (its folder is created)."""
     if config.storage == MEMORY:
         return MemoryBackend()
+    if config.clustered:
+        from .runtime.storage.postgres import PostgresBackend  # psycopg: only when used
+
+        node = node or node_identity(config)
+        return PostgresBackend(
+            config.storage, node_id=node.owner, address=node.advertise, lease_ttl=config.lease_ttl
+        )
     path = Path(config.storage).expanduser()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,7 +184,9 @@ async def run(
     """Serve until SIGINT/SIGTERM (or ``stop()``): then every stream gets ``bye shutdown``,
     state is persisted, and the function returns."""
     install_guard()
-    backend = TimedBackend(make_backend(config))
+    node = node_identity(config) if config.clustered else None
+    storage = make_backend(config, node)
+    backend = TimedBackend(storage)
     env = RoomEnv.from_config(config)
     stopping = trio.Event()
     async with open_actor_system(
@@ -183,9 +196,12 @@ async def run(
         config=runtime_config(config),
     ) as system:
         settings = app_settings(config)
-        app = create_app(system, settings)
+        peers = await _peers(system, node, config)
+        app = create_app(system, settings, peers)
         observability(app).enable_admin(config.admin_token)
-        asgi = PostFastPath.wrap(app, ShieldFinalSend(app))
+        asgi: ASGIFramework = PostFastPath.wrap(app, ShieldFinalSend(app))
+        if node is not None:
+            asgi = NodeHeader(asgi, node.name)
 
         async def shutdown_trigger() -> None:
             await stopping.wait()
@@ -211,7 +227,27 @@ async def run(
                 nursery.cancel_scope.cancel()  # the signal listener
 
             binds = await nursery.start(serve_until_drained)
+            if node is not None and not node.advertise and isinstance(storage, LeaseStore):
+                storage.address = binds[0]  # --port 0: the address is known only now
             task_status.started(RunningServer(binds[0], system, stopping.set))
+        if peers is not None:
+            with trio.CancelScope(shield=True):
+                await peers.aclose()
+
+
+async def _peers(system: ActorSystem, node: NodeIdentity | None, config: Config) -> Peers | None:
+    """How this node forwards to the others, when it shares its storage with them."""
+    if node is None or system.leases is None:
+        return None
+    key = await system.leases.store.shared_secret()
+    # A POST's owner answers within a TTL or is frozen (its rooms then move); a relayed
+    # stream hears a heartbeat every --heartbeat seconds from a live owner.
+    return Peers(
+        node.name,
+        key,
+        answer_timeout=config.lease_ttl,
+        idle_timeout=2.5 * config.heartbeat,
+    )
 
 
 async def _on_signals(stop: Callable[[], None]) -> None:

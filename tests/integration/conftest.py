@@ -410,6 +410,28 @@ async def connect_refused(
         return response
 
 
+async def connect_deferred(
+    client: httpx.AsyncClient,
+    base: str,
+    params: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> str:
+    """A connect the room cannot take now (storage down, overloaded, moving between nodes,
+    shutting down): a 200 event stream holding only ``retry:`` and a comment saying why,
+    that ends, so an EventSource comes back (it gives up for good on a non-200). The
+    comment's text."""
+    async with client.stream(
+        "GET", f"{base}/api/connect", params=params, headers=headers, timeout=STREAM_TIMEOUT
+    ) as response:
+        body = (await response.aread()).decode()
+    assert response.status_code == 200, body
+    assert response.headers["content-type"] == "text/event-stream"
+    retry, _, rest = body.partition("\n\n")
+    assert retry.startswith("retry: ") and retry[len("retry: ") :].isdigit(), body
+    assert rest.startswith(": ") and rest.endswith("\n\n") and rest.count("\n") == 2, body
+    return rest[2:-2]
+
+
 async def post(
     client: httpx.AsyncClient, base: str, path: str, room: str, body: Any, **kw: Any
 ) -> httpx.Response:

@@ -40,6 +40,7 @@ from .conftest import (
     ServerFactory,
     ServerProcess,
     assert_error,
+    connect_deferred,
     connect_refused,
     join,
     leave,
@@ -284,7 +285,7 @@ async def flaky(
 ) -> AsyncIterator[tuple[AsyncEmbeddedServer, FlakyBackend]]:
     backend = FlakyBackend()
 
-    def make_backend(_: Config) -> StorageBackend:
+    def make_backend(_: Config, node: object = None) -> StorageBackend:
         return backend  # type: ignore[return-value]
 
     monkeypatch.setattr(server_module, "make_backend", make_backend)
@@ -292,9 +293,12 @@ async def flaky(
         yield running, backend
 
 
+STORAGE_FAILED = "Service Unavailable: storage failed"
+
+
 def _storage_503(response: httpx.Response) -> None:
     body = assert_error(response, 503)
-    assert body["error"] == "Service Unavailable: storage failed"
+    assert body["error"] == STORAGE_FAILED
     assert response.headers["Retry-After"] == "1"
 
 
@@ -315,7 +319,7 @@ async def test_failing_storage_is_503_and_nothing_of_it_is_announced(
         roster = [a.session_id, b.session_id, away.session_id]
 
         backend.failing = True
-        _storage_503(await connect_refused(client, base, {"room": room}))
+        assert await connect_deferred(client, base, {"room": room}) == STORAGE_FAILED
         _storage_503(await leave(client, base, b))
         _storage_503(await send(client, base, a, away, {"queued": "never"}))
         await send_ok(client, base, a, b, {"live": "still flows"})
@@ -448,7 +452,7 @@ async def test_a_full_disk_is_503_and_the_server_recovers(
     async with join(client, base, room) as a:
         away = await absent(client, base, room, a)
         filler = await trio.to_thread.run_sync(_fill, tmpfs_server.data_dir())
-        _storage_503(await connect_refused(client, base, {"room": new_room()}))
+        assert await connect_deferred(client, base, {"room": new_room()}) == STORAGE_FAILED
         _storage_503(await send(client, base, a, away, {"n": "lost"}))
         await send_ok(client, base, a, a, {"to myself": "no write needed"})
         assert "database or disk is full" in tmpfs_server.log()

@@ -13,26 +13,28 @@ them in the server without Quart's per-request machinery.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from importlib import resources
 from typing import Any
 
 import attrs
+import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from roomkeeper_actors.signaling.messages import Connect, Leave, Refused, Signal
 
-from ..jsonutil import dumps
+from ..jsonutil import dumps, loads_untrusted
 from ..observe import install as install_observability
 from ..observe.hooks import note_room
-from ..runtime import ActorSystem, RuntimeFailure, StorageError
+from ..runtime import ActorSystem, Elsewhere, RuntimeFailure, StorageError
 from ..runtime.streams import Stream
-from .addresses import ClientAddresses
+from .addresses import ClientAddresses, address_key
 from .budgets import STREAMS_RETRY_AFTER, AddressLimits, StreamSlot
 from .cors import CorsPolicy
 from .errors import ApiError, error_response, runtime_failure
+from .forward import NODE_HEADER, Hop, Peers, Relayed
 from .limits import TICKET_PARAM, Admission
 from .parsing import (
     MAX_BODY,
@@ -46,10 +48,20 @@ from .parsing import (
     room_from,
     signal_fields,
 )
-from .sse import sse_headers
+from .placement import Placement
+from .sse import comment, sse_headers
 from .static import install as install_static
 
-__all__ = ["POST_ROUTES", "ROOMS", "Api", "AppSettings", "api_of", "ask_room", "create_app"]
+__all__ = [
+    "POST_ROUTES",
+    "ROOMS",
+    "Api",
+    "AppSettings",
+    "Via",
+    "api_of",
+    "ask_room",
+    "create_app",
+]
 
 log = logging.getLogger("roomkeeper.http")
 
@@ -57,6 +69,8 @@ ROOMS = "rooms"
 JSON = {"Content-Type": "application/json"}
 SUCCESS = b'{"success":true}'
 EXTENSION = "roomkeeper.api"
+READY_TIMEOUT = 2.0
+"""Seconds the readiness check waits for the shared storage to answer."""
 
 
 @attrs.frozen
@@ -82,16 +96,20 @@ def _error(exc: ApiError) -> Response:
 
 
 async def _counted(
-    chunks: AsyncGenerator[bytes, None], slot: StreamSlot
+    chunks: AsyncIterator[bytes], slot: StreamSlot | None
 ) -> AsyncGenerator[bytes, None]:
-    """A stream's bytes, holding its address's stream slot until the response ends."""
-    slot.start()
+    """A stream's bytes, holding its address's stream slot (if it has one: a forwarded
+    stream's is held by the node the client is on) until the response ends."""
+    if slot is not None:
+        slot.start()
     try:
         async for chunk in chunks:
             yield chunk
     finally:
-        slot.release()
-        await chunks.aclose()
+        if slot is not None:
+            slot.release()
+        if isinstance(chunks, AsyncGenerator):
+            await chunks.aclose()
 
 
 async def ask_room(system: ActorSystem, room: str, message: Any) -> Any:
@@ -111,12 +129,32 @@ async def ask_room(system: ActorSystem, room: str, message: Any) -> Any:
     return reply
 
 
-class Api:
-    """The signaling API over one actor system: one method per route."""
+@attrs.frozen
+class Via:
+    """How a request reached this node, for forwarding it to the node that serves its
+    room: method, target (path and query), the client's address, the authentic hop it
+    came by (if another node forwarded it), its headers (read only to forward) and body."""
 
-    def __init__(self, system: ActorSystem, settings: AppSettings) -> None:
+    method: str
+    target: str
+    client: str
+    hop: Hop | None = None
+    headers: Callable[[], Iterable[tuple[str, str]]] = list
+    body: bytes = b""
+
+
+class Api:
+    """The signaling API over one actor system: one method per route. With ``peers``
+    (several nodes on one storage), a request for a room another node serves is
+    forwarded there (`Placement`)."""
+
+    def __init__(
+        self, system: ActorSystem, settings: AppSettings, peers: Peers | None = None
+    ) -> None:
         self.system = system
         self.settings = settings
+        self.peers = peers
+        self.placement = Placement(system, ROOMS, peers)
         self.cors = CorsPolicy(settings.cors_origins)
         self.addresses = ClientAddresses(settings.trust_proxy)
         self.limits = AddressLimits(
@@ -127,15 +165,57 @@ class Api:
         secret = settings.admission_secret
         self.admission = Admission(secret) if secret is not None else None
 
+    # -- where a request is served ----------------------------------------------------------
+    def hop(self, headers: HeaderLookup, method: str, target: str) -> Hop | None:
+        """The authentic hop a request came by, if another node forwarded it here."""
+        if self.peers is None:
+            return None
+        return self.peers.verify(headers, method, target)
+
+    async def ask(self, room: str, message: Any, via: Via) -> Any:
+        """The room's reply to ``message``, asked where the room lives: its reply here, or
+        the owner's answer (`Relayed`) when another node serves it. Failures and refusals
+        as `ApiError`."""
+        stub = self.system.get(ROOMS, room)
+
+        async def remote(peers: Peers, where: Elsewhere) -> Relayed:
+            return await peers.forward(
+                where.address, via.method, via.target, via.headers(), via.client, via.body
+            )
+
+        try:
+            reply = await self.placement.call(room, lambda: stub.ask(message), remote, via.hop)
+        except RuntimeFailure as exc:
+            answer = runtime_failure(exc)
+            if answer is None:
+                raise
+            if isinstance(exc, StorageError):
+                log.error("storage error in room %s: %s", stub.id, exc)
+            raise answer from exc
+        if isinstance(reply, Refused):
+            extra = {} if reply.retry_after is None else {"Retry-After": str(reply.retry_after)}
+            raise ApiError(reply.status, reply.reason, extra)
+        return reply
+
+    async def _post(self, room: str, message: Any, via: Via) -> dict[str, str]:
+        """A POST's message to its room; the headers its answer carries beyond the usual
+        (the owner's node, when it was forwarded)."""
+        reply = await self.ask(room, message, via)
+        return await _answer_of(reply) if isinstance(reply, Relayed) else {}
+
     # -- POST /api/signal and /api/leave (served through `POST_ROUTES`) ---------------------
-    async def signal(self, room: str, body: Mapping[str, Any], headers: HeaderLookup) -> None:
+    async def signal(
+        self, room: str, body: Mapping[str, Any], headers: HeaderLookup, via: Via
+    ) -> dict[str, str]:
         sender, token = post_credentials(body, headers)
         to, payload, request_id = signal_fields(body)
-        await ask_room(self.system, room, Signal(sender, token, to, payload, request_id))
+        return await self._post(room, Signal(sender, token, to, payload, request_id), via)
 
-    async def leave(self, room: str, body: Mapping[str, Any], headers: HeaderLookup) -> None:
+    async def leave(
+        self, room: str, body: Mapping[str, Any], headers: HeaderLookup, via: Via
+    ) -> dict[str, str]:
         sender, token = post_credentials(body, headers)
-        await ask_room(self.system, room, Leave(sender, token))
+        return await self._post(room, Leave(sender, token), via)
 
     # -- GET /api/connect -----------------------------------------------------------------
     async def connect(
@@ -147,6 +227,7 @@ class Api:
         http_version: str,
         *,
         head: bool = False,
+        items: Callable[[], Iterable[tuple[str, str]]] = list,
     ) -> Response:
         query = parse_query(query_string)
         room = room_from(query)
@@ -158,26 +239,58 @@ class Api:
             # a stream behind it would hold a ghost session in the roster (and the
             # connection) for as long as the client keeps the connection open.
             return Response(b"", headers=sse_headers(http_version))
-        address = self.addresses(remote_addr, forwarded)
-        slot = self.limits.open_stream(address)
-        if slot is None:
-            self.addresses.refused(remote_addr)
-            reason = f"{self.settings.streams_per_address} streams are open from this address"
-            raise ApiError(
-                429, f"Too Many Requests: {reason}", {"Retry-After": str(STREAMS_RETRY_AFTER)}
-            )
+        target = "/api/connect?" + query_string.decode("latin-1")
+        hop = self.hop(headers, "GET", target)
+        if hop is not None:  # the node the client is on applied the per-address limits
+            address = address_key(hop.client)
+            slot = None
+        else:
+            address = self.addresses(remote_addr, forwarded)
+            slot = self.limits.open_stream(address)
+            if slot is None:
+                self.addresses.refused(remote_addr)
+                reason = f"{self.settings.streams_per_address} streams are open from this address"
+                raise ApiError(
+                    429, f"Too Many Requests: {reason}", {"Retry-After": str(STREAMS_RETRY_AFTER)}
+                )
+        via = Via("GET", target, address, hop, items)
         try:
-            stream = await self._join(room, query, address, remote_addr, session_id, token, lei)
-            stream_id = stream.stream_id
-            slot.bind(lambda: self.system.streams.get(stream_id) is not None)
-        except BaseException:
-            slot.release()
+            joined = await self._join(
+                room, query, address, remote_addr, via, session_id, token, lei
+            )
+            if isinstance(joined, Stream):
+                stream_id = joined.stream_id
+                if slot is not None:
+                    slot.bind(lambda: self.system.streams.get(stream_id) is not None)
+        except ApiError as exc:
+            if slot is not None:
+                slot.release()
+            if exc.status == 503:  # a stream is answered 200 and told to come back
+                return self._come_back(exc, http_version)
             raise
-        response = Response(
-            _counted(self.system.streams.consume(stream), slot), headers=sse_headers(http_version)
-        )
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
+        if isinstance(joined, Relayed):
+            chunks = joined.body
+            headers_out = joined.headers
+            status = joined.status
+        else:
+            chunks = self.system.streams.consume(joined)
+            headers_out = sse_headers(http_version)
+            status = 200
+        response = Response(_counted(chunks, slot), status=status, headers=headers_out)
         response.timeout = None
         return response
+
+    def _come_back(self, exc: ApiError, http_version: str) -> Response:
+        """The answer to a connect the room cannot take now (storage down, overloaded,
+        moving between nodes, shutting down): a browser's EventSource gives up for good on
+        any non-200, so a 200 stream that says why and ends, and ``retry:`` brings the
+        client back."""
+        body = self.system.streams.codec.preamble() + comment(exc.message)
+        return Response(body, headers=sse_headers(http_version))
 
     async def _join(
         self,
@@ -185,19 +298,23 @@ class Api:
         query: Mapping[str, str],
         address: str,
         remote_addr: str | None,
+        via: Via,
         session_id: str | None,
         token: str | None,
         lei: int | None,
-    ) -> Stream:
-        """The room's stream for this connect; a new session spends one of the address's
-        budget, given back if the connect resumed a session, was refused or failed."""
-        refuse_new, spent = self._admit(room, query, address, remote_addr)
+    ) -> Stream | Relayed:
+        """The room's stream for this connect (or the owner's, relayed); a new session
+        spends one of the address's budget, given back if the connect resumed a session,
+        was refused or failed."""
+        refuse_new, spent = self._admit(room, query, address, remote_addr, via.hop)
         try:
-            joined = await ask_room(self.system, room, Connect(session_id, token, lei, refuse_new))
+            joined = await self.ask(room, Connect(session_id, token, lei, refuse_new), via)
         except ApiError:
             if spent:
                 self.limits.refund_session(address)
             raise
+        if isinstance(joined, Relayed):
+            return joined  # the owner's node made or resumed the session
         if spent and joined.resumed:
             self.limits.refund_session(address)
         stream = self.system.streams.get(joined.stream_id)
@@ -206,14 +323,22 @@ class Api:
         return stream
 
     def _admit(
-        self, room: str, query: Mapping[str, str], address: str, remote_addr: str | None
+        self,
+        room: str,
+        query: Mapping[str, str],
+        address: str,
+        remote_addr: str | None,
+        hop: Hop | None,
     ) -> tuple[Refused | None, bool]:
         """What a connect that would make a new session gets instead, if anything, and
-        whether it spent one of its address's new sessions (to give back if it resumes)."""
+        whether it spent one of its address's new sessions (to give back if it resumes).
+        A forwarded connect spent its address's budget on the node the client is on."""
         if self.admission is not None:
             reason = self.admission.refusal(room, query.get(TICKET_PARAM))
             if reason is not None:
                 return Refused(403, f"Forbidden: {reason}"), False
+        if hop is not None:
+            return None, False
         wait = self.limits.take_session(address)
         if wait is not None:
             self.addresses.refused(remote_addr)
@@ -231,7 +356,29 @@ class Api:
         return Response(b"", status=204, headers=allowed)
 
     def health(self) -> Response:
+        """Liveness: the process answers (it never touches storage)."""
         return _json(dumps({"status": "ok" if not self.system.closing else "stopping"}))
+
+    async def readiness(self) -> Response:
+        """Readiness: 200 while this node can serve rooms, else 503 with the reasons (the
+        node is stopping, cannot reach its shared storage, or cannot renew its leases),
+        so a proxy or an orchestrator takes it out of rotation."""
+        problems = []
+        if self.system.closing:
+            problems.append("stopping")
+        leases = self.system.leases
+        if leases is not None:
+            if not leases.healthy():
+                problems.append("lease renewals are failing")
+            try:
+                with trio.fail_after(READY_TIMEOUT):
+                    await leases.store.check()
+            except (StorageError, trio.TooSlowError):
+                problems.append("storage is unreachable")
+        if problems:
+            body = dumps({"status": "unavailable", "problems": problems})
+            return _json(body, 503, {"Retry-After": "1"})
+        return _json(dumps({"status": "ready"}))
 
     def http_error(self, exc: HTTPException) -> Response:
         """Werkzeug's errors (404, 405, 408, 413...) in the protocol's JSON shape."""
@@ -249,11 +396,29 @@ class Api:
         return _error(ApiError(status, reason, headers))
 
 
-PostHandler = Callable[[Api, str, Mapping[str, Any], HeaderLookup], Awaitable[None]]
+PostHandler = Callable[[Api, str, Mapping[str, Any], HeaderLookup, Via], Awaitable[dict[str, str]]]
 
 POST_ROUTES: Mapping[str, PostHandler] = {"/api/signal": Api.signal, "/api/leave": Api.leave}
-"""The POST routes: path -> handler of (room, JSON body, headers). Each answers
-``{"success":true}`` or raises `ApiError`."""
+"""The POST routes: path -> handler of (room, JSON body, headers, how it came). Each
+answers ``{"success":true}`` (with the headers it returns) or raises `ApiError`."""
+
+
+async def _answer_of(relayed: Relayed) -> dict[str, str]:
+    """A forwarded POST's outcome: the owner's headers to pass on after its 200, else its
+    error, as it was."""
+    body = b"".join([chunk async for chunk in relayed.body])
+    passed = {k: v for k, v in relayed.headers.items() if k.lower() in _PASSED_ON}
+    if relayed.status == 200:
+        return passed
+    try:
+        message = loads_untrusted(body).get("error")
+    except Exception:
+        message = None
+    reason = message if isinstance(message, str) else "Bad Gateway: the room's node failed"
+    raise ApiError(relayed.status, reason, passed)
+
+
+_PASSED_ON = ("retry-after", NODE_HEADER.lower())
 
 
 def api_of(app: QuartTrio) -> Api:
@@ -263,9 +428,12 @@ def api_of(app: QuartTrio) -> Api:
     return api
 
 
-def create_app(system: ActorSystem, settings: AppSettings | None = None) -> QuartTrio:
-    """The Quart-Trio application serving the signaling API on top of ``system``."""
-    api = Api(system, settings or AppSettings())
+def create_app(
+    system: ActorSystem, settings: AppSettings | None = None, peers: Peers | None = None
+) -> QuartTrio:
+    """The Quart-Trio application serving the signaling API on top of ``system``; with
+    ``peers``, a node among several that forwards requests for rooms others serve."""
+    api = Api(system, settings or AppSettings(), peers)
     app = QuartTrio(__name__, static_folder=None)
     app.extensions[EXTENSION] = api
     app.config["MAX_CONTENT_LENGTH"] = api.settings.max_body
@@ -275,13 +443,15 @@ def create_app(system: ActorSystem, settings: AppSettings | None = None) -> Quar
 
     @app.get("/api/connect")
     async def connect() -> Response:
+        headers = request.headers
         return await api.connect(
             request.query_string,
-            request.headers,
-            request.headers.getlist("X-Forwarded-For"),
+            headers,
+            headers.getlist("X-Forwarded-For"),
             request.remote_addr,
             request.http_version,
             head=request.method == "HEAD",
+            items=lambda: list(headers.items()),
         )
 
     for path, handler in POST_ROUTES.items():
@@ -296,6 +466,10 @@ def create_app(system: ActorSystem, settings: AppSettings | None = None) -> Quar
     @app.get("/healthz")
     async def healthz() -> Response:
         return api.health()
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        return await api.readiness()
 
     @app.get("/openapi.json")
     async def openapi_document() -> Response:
@@ -337,7 +511,17 @@ def _post_route(app: QuartTrio, api: Api, path: str, handler: PostHandler) -> No
         assert isinstance(body, bytes)
         room = room_from(parse_query(request.query_string))
         note_room(room)
-        await handler(api, room, parse_json_object(body), request.headers)
-        return _json(SUCCESS)
+        headers = request.headers
+        target = request.full_path if request.query_string else request.path
+        via = Via(
+            "POST",
+            target,
+            request.remote_addr or "",
+            api.hop(headers, "POST", target),
+            lambda: list(headers.items()),
+            body,
+        )
+        extra = await handler(api, room, parse_json_object(body), headers, via)
+        return _json(SUCCESS, headers=extra)
 
     app.add_url_rule(path, "post_" + path.rsplit("/", 1)[1], serve, methods=["POST"])

@@ -27,7 +27,7 @@ from werkzeug.exceptions import RequestTimeout
 
 from ..observe.hooks import Observability, observability
 from ..observe.logs import new_request_id, request_id_var, sane_request_id
-from .app import POST_ROUTES, SUCCESS, Api, api_of
+from .app import POST_ROUTES, SUCCESS, Api, Via, api_of
 from .errors import ApiError, error_response
 from .parsing import parse_json_object, parse_query, post_body_size, room_from
 
@@ -111,8 +111,19 @@ class PostFastPath:
             body = await self._body(size, receive)
             if body is None:  # the client went away before its body arrived
                 return
-            room = room_from(parse_query(scope["query_string"]))
-            await handler(self.api, room, parse_json_object(body), headers)
+            query = scope["query_string"]
+            room = room_from(parse_query(query))
+            target = scope["path"] + ("?" + query.decode("latin-1") if query else "")
+            client = scope.get("client")
+            via = Via(
+                "POST",
+                target,
+                client[0] if client else "",
+                self.api.hop(headers, "POST", target),
+                lambda: [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
+                body,
+            )
+            extra = await handler(self.api, room, parse_json_object(body), headers, via)
             status, payload = 200, SUCCESS
         except ApiError as exc:
             payload, status, extra = error_response(exc)

@@ -14,11 +14,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable
 
 import attrs
 import httpx
 import trio
+
+from .parsing import HeaderLookup
 
 __all__ = [
     "CLIENT_HEADER",
@@ -124,7 +126,7 @@ class Peers:
         return {HOP_HEADER: self.node_id, CLIENT_HEADER: client, HOP_AUTH_HEADER: f"{stamp}.{mac}"}
 
     def verify(
-        self, headers: Mapping[str, str], method: str, target: str, *, now: float | None = None
+        self, headers: HeaderLookup, method: str, target: str, *, now: float | None = None
     ) -> Hop | None:
         """The hop a request is, if its headers are authentic and fresh; else None."""
         node, client = headers.get(HOP_HEADER), headers.get(CLIENT_HEADER)

@@ -46,6 +46,7 @@ class LeaseStore(Protocol):
     """What a shared storage backend offers the runtime for single activation."""
 
     node_id: str
+    address: str  # where this node serves, recorded with each lease it takes
     lease_ttl: float
 
     async def acquire(self, actor: ActorId) -> Granted | HeldElsewhere:
@@ -77,6 +78,11 @@ class LeaseStore(Protocol):
     async def check(self) -> None:
         """One round trip to the store; raises ``StorageError`` if it cannot be reached
         (the readiness check)."""
+        ...
+
+    async def shared_secret(self) -> bytes:
+        """A random key every node of this store reads alike (made by the first one), with
+        which nodes authenticate what they forward to each other."""
         ...
 
 

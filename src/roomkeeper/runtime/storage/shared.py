@@ -9,6 +9,7 @@ deterministic and without sleeps.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 
 import attrs
@@ -38,6 +39,7 @@ class MemoryCluster:
         self.clock = clock or WallClock()
         self.data = MemoryBackend()
         self.leases: dict[ActorId, _Lease] = {}
+        self.secret = secrets.token_bytes(32)
         self.fail = False  # the store is unreachable for every node
 
     def node(self, node_id: str, address: str = "", *, lease_ttl: float = 10.0) -> ClusterNode:
@@ -163,3 +165,7 @@ class ClusterNode:
 
     async def check(self) -> None:
         await self._enter()
+
+    async def shared_secret(self) -> bytes:
+        await self._enter()
+        return self.cluster.secret

@@ -83,18 +83,21 @@ class PostgresBackend:
             raise StorageError("storage is not open")
 
         def call() -> T:
+            broken = False
             try:
                 with pool.connection() as conn:
-                    return fn(conn)
+                    try:
+                        return fn(conn)
+                    finally:
+                        broken = conn.broken
             except psycopg_pool.PoolTimeout as exc:
                 raise self._error(what, exc) from None
-            except psycopg.OperationalError as exc:
-                # The connection broke (the server restarted?): drop the pool's other
-                # broken idle connections now rather than fail once on each of them.
-                with contextlib.suppress(Exception):
-                    pool.check()
-                raise self._error(what, exc) from None
             except psycopg.Error as exc:
+                if broken:
+                    # The server went away (restarted?): drop the pool's other broken idle
+                    # connections now, rather than fail once on each of them later.
+                    with contextlib.suppress(Exception):
+                        pool.check()
                 raise self._error(what, exc) from None
 
         # Never abandoned on cancellation: a write's outcome matters, and the connection

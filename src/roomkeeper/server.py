@@ -29,12 +29,14 @@ from roomkeeper_actors.signaling.room import RoomEnv
 from .cluster import NodeHeader, NodeIdentity, node_identity
 from .config import MEMORY, Config, ConfigError
 from .groups import unwrap
-from .http.app import ROOMS, AppSettings, create_app
+from .http.app import ROOMS, AppSettings, api_of, create_app
 from .http.codec import SseCodec
 from .http.fastpath import PostFastPath
 from .http.forward import Peers
 from .http.guard import GuardedConfig, install_guard
+from .http.placement import Placement
 from .observe import TimedBackend, observability, setup_logging, trace_to_file
+from .observe.metrics import ExtraCounters
 from .runtime import (
     ActorSystem,
     Binding,
@@ -199,6 +201,8 @@ async def run(
         peers = await _peers(system, node, config)
         app = create_app(system, settings, peers)
         observability(app).enable_admin(config.admin_token)
+        if peers is not None:
+            _count_forwarding(observability(app).metrics.extra, peers, api_of(app).placement)
         asgi: ASGIFramework = PostFastPath.wrap(app, ShieldFinalSend(app))
         if node is not None:
             asgi = NodeHeader(asgi, node.name)
@@ -233,6 +237,24 @@ async def run(
         if peers is not None:
             with trio.CancelScope(shield=True):
                 await peers.aclose()
+
+
+def _count_forwarding(extra: ExtraCounters, peers: Peers, placement: Placement) -> None:
+    extra.add(
+        "roomkeeper_requests_forwarded",
+        "Requests forwarded to the node that serves their room.",
+        lambda: peers.forwarded,
+    )
+    extra.add(
+        "roomkeeper_forward_unreachable",
+        "Forwards that found the room's node unreachable (the room was then taken over).",
+        lambda: peers.unreachable,
+    )
+    extra.add(
+        "roomkeeper_takeover_wait_seconds",
+        "Time requests spent waiting for an unreachable node's lease to expire.",
+        lambda: placement.waited,
+    )
 
 
 async def _peers(system: ActorSystem, node: NodeIdentity | None, config: Config) -> Peers | None:

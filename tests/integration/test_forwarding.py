@@ -61,6 +61,10 @@ async def test_a_room_is_served_by_one_node_through_any(
         response = await leave(client, b.url, bob)
         assert response.status_code == 200 and response.headers[NODE_HEADER] == "a"
     assert not b.system.namespaces["rooms"].live  # the room never lived on b
+    metrics = (await client.get(f"{b.url}/metrics")).text
+    # bob's stream, his signal, his sync marker and his leave; alice's went to a directly
+    assert "roomkeeper_requests_forwarded_total 4.0" in metrics
+    assert "roomkeeper_leases_held 0.0" in metrics
 
 
 async def test_a_forwarded_refusal_keeps_its_status_and_reason(

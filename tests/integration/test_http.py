@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import h2.config
@@ -15,6 +16,10 @@ import h2.events
 import httpx
 import pytest
 import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from roomkeeper.testing import serve_async
 
 from .conftest import (
     STREAM_TIMEOUT,
@@ -637,3 +642,40 @@ async def test_data_after_an_early_http2_answer_does_not_kill_the_server(
         exit_status = await trio.to_thread.run_sync(server.proc.wait, 10)
         pytest.fail(f"the server is gone ({exc!r}), exit status {exit_status}")
     assert response.status_code == 200
+
+
+async def test_a_plain_hypercorn_server_in_the_same_process_keeps_hypercorns_ways() -> None:
+    """roomkeeper's guards on Hypercorn act for its own server only. In one process, with
+    an embedded roomkeeper running, a plain Hypercorn server answers an HTTP/1.0 POST with
+    a request pipelined behind it as Hypercorn does (its empty 400), while roomkeeper
+    answers with its JSON."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": message["type"] + ".complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"plain"})
+
+    config = HypercornConfig()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = config.errorlog = None
+    post = (
+        b"POST /api/leave?room=r HTTP/1.0\r\nConnection: keep-alive\r\n"
+        b"Content-Length: 2\r\n\r\n{}GET /healthz HTTP/1.0\r\n\r\n"
+    )
+    async with serve_async() as roomkeeper, trio.open_nursery() as nursery:
+        binds = await nursery.start(partial(hypercorn_serve, app, config, mode="asgi"))
+        async with await RawConnection.open(binds[0]) as conn:
+            await conn.send(post)
+            plain = await conn.response()
+        async with await RawConnection.open(roomkeeper.url) as conn:
+            await conn.send(post)
+            ours = await conn.response()
+        nursery.cancel_scope.cancel()
+    assert (plain.status, plain.body) == (400, b"")  # Hypercorn's own answer, unchanged
+    assert (ours.status, ours.json()) == (400, {"error": "sender missing"})

@@ -404,3 +404,11 @@ async def test_postgres_urls_and_keyword_strings_are_accepted(postgres_dsn: str)
             await db.check()
     with pytest.raises(ValueError, match="not a PostgreSQL connection string"):
         PostgresBackend("not a dsn", node_id="n", address="a")
+
+
+async def test_every_node_reads_the_same_shared_secret(postgres_dsn: str) -> None:
+    """The key nodes sign forwarded requests with: made once, the same for all."""
+    async with opened(postgres_dsn, "a") as a, opened(postgres_dsn, "b") as b:
+        first = await a.shared_secret()
+        assert len(first) == 32
+        assert await b.shared_secret() == first == await a.shared_secret()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from werkzeug.datastructures import Headers
 
-from roomkeeper.http.cors import ALLOWED_HEADERS, CorsPolicy
+from roomkeeper.http.cors import ALLOWED_HEADERS, CorsPolicy, merge_vary
 
 A = "https://app.example"
 B = "http://localhost:5173"
@@ -86,3 +87,42 @@ def test_preflight_from_unlisted_origin_allows_nothing() -> None:
 
 def test_custom_max_age() -> None:
     assert CorsPolicy(max_age=60).preflight_headers(None)["Access-Control-Max-Age"] == "60"
+
+
+@pytest.mark.parametrize(
+    ("current", "added", "merged"),
+    [
+        (None, "Origin", "Origin"),
+        ("", "Origin", "Origin"),
+        ("Access-Control-Request-Headers", "Origin", "Access-Control-Request-Headers, Origin"),
+        (
+            "Origin, Access-Control-Request-Headers",
+            "Origin",
+            "Origin, Access-Control-Request-Headers",
+        ),
+        ("origin", "Origin", "origin"),
+        ("Accept-Encoding,  Origin ", "Origin", "Accept-Encoding, Origin"),
+        ("*", "Origin", "*"),
+    ],
+)
+def test_merge_vary(current: str | None, added: str, merged: str) -> None:
+    assert merge_vary(current, added) == merged
+
+
+@pytest.mark.parametrize("origins", [("*",), ("https://a.example",)], ids=["any", "listed"])
+@pytest.mark.parametrize("origin", ["https://a.example", "https://evil.example", None])
+def test_apply_keeps_a_preflights_vary(origins: tuple[str, ...], origin: str | None) -> None:
+    policy = CorsPolicy(origins)
+    sinks: list[dict[str, str] | Headers] = [{}, Headers()]
+    for headers in sinks:
+        headers.update(policy.preflight_headers(origin, "POST", "x-a"))
+        before = headers.get("Vary")
+        policy.apply(headers, origin)
+        assert headers.get("Vary") == before  # already names all it must
+
+
+def test_apply_adds_origin_to_an_answers_own_vary() -> None:
+    headers = Headers({"Vary": "Accept-Encoding"})
+    CorsPolicy(("https://a.example",)).apply(headers, "https://a.example")
+    assert headers.get_all("Vary") == ["Accept-Encoding, Origin"]
+    assert headers["Access-Control-Allow-Origin"] == "https://a.example"

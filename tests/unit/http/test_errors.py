@@ -7,7 +7,21 @@ import math
 import orjson
 import pytest
 
-from roomkeeper.http.errors import ApiError, error_response, method_not_allowed, retry_after
+from roomkeeper.http.errors import (
+    ApiError,
+    error_response,
+    method_not_allowed,
+    retry_after,
+    runtime_failure,
+)
+from roomkeeper.runtime import (
+    HandlerError,
+    MailboxFull,
+    RuntimeFailure,
+    ShuttingDown,
+    StorageError,
+    UnknownNamespace,
+)
 
 
 def test_error_response_shape() -> None:
@@ -57,3 +71,27 @@ def test_retry_after_whole_seconds(seconds: float, header: str) -> None:
 def test_method_not_allowed_carries_allow() -> None:
     err = method_not_allowed(["POST", "OPTIONS"])
     assert (err.status, err.headers) == (405, {"Allow": "POST, OPTIONS"})
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "retry"),
+    [
+        (MailboxFull("mailbox full"), 503, "1"),
+        (ShuttingDown("shutting down"), 503, "1"),
+        (StorageError("disk"), 503, "1"),
+        (HandlerError("boom"), 500, None),
+    ],
+    ids=["mailbox-full", "shutting-down", "storage", "handler"],
+)
+def test_runtime_failures_map_to_statuses(
+    failure: RuntimeFailure, status: int, retry: str | None
+) -> None:
+    answer = runtime_failure(failure)
+    assert answer is not None
+    assert answer.status == status
+    assert answer.headers.get("Retry-After") == retry
+    assert "disk" not in answer.message  # storage details stay in the log
+
+
+def test_a_runtime_failure_without_an_answer_is_left_to_the_caller() -> None:
+    assert runtime_failure(UnknownNamespace("nope")) is None

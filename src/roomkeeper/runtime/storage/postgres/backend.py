@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -301,6 +302,17 @@ class PostgresBackend:
 
     async def check(self) -> None:
         await self._run("check", lambda conn: conn.execute("SELECT 1"), limiter=self._control)
+
+    async def shared_secret(self) -> bytes:
+        """The cluster's key: made by the first node that asks, read by the others."""
+
+        def read(conn: Conn) -> bytes:
+            conn.execute(sql.SECRET_INIT, {"secret": secrets.token_bytes(32)})
+            row = conn.execute(sql.SECRET).fetchone()
+            assert row is not None
+            return bytes(row[0])
+
+        return await self._run("shared secret", read, limiter=self._control)
 
 
 def _many(cur: psycopg.Cursor[Any], statement: str, rows: Iterable[tuple[Any, ...]]) -> None:

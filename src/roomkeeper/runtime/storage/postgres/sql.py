@@ -34,8 +34,17 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         """CREATE TABLE leases (
             actor text PRIMARY KEY, owner text NOT NULL, owner_addr text NOT NULL,
             epoch bigint NOT NULL, expires_at timestamptz NOT NULL)""",
+        """CREATE TABLE cluster_secret (
+            id smallint PRIMARY KEY CHECK (id = 1), secret bytea NOT NULL)""",
     ),
 }
+
+# --- the key nodes sign their forwarded requests with -------------------------------------
+
+SECRET_INIT: Final = (
+    "INSERT INTO cluster_secret (id, secret) VALUES (1, %(secret)s) ON CONFLICT (id) DO NOTHING"
+)
+SECRET: Final = "SELECT secret FROM cluster_secret WHERE id = 1"
 
 # --- leases ------------------------------------------------------------------------------
 

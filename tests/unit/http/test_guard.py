@@ -1,0 +1,94 @@
+"""The guards on Hypercorn's connections act for roomkeeper's server only: a plain
+Hypercorn server in the same process keeps Hypercorn's own behaviour."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import h11
+import pytest
+from hypercorn.config import Config
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+
+from roomkeeper.http.guard import GuardedConfig, LastRequestConnection, install_guard
+
+
+class _Boom(RuntimeError):
+    pass
+
+
+class _Socket:
+    family = 2
+
+    def getpeername(self) -> Any:
+        raise _Boom("a connection's handler failed")
+
+
+class _Stream:
+    """A connection whose handling raises inside ``TCPServer.run`` (no SSL attributes)."""
+
+    socket = _Socket()
+
+    async def send_eof(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _server(config: Config) -> Any:
+    return TCPServer(None, config, None, {}, _Stream())  # type: ignore[arg-type]
+
+
+async def test_a_plain_hypercorn_server_is_unaffected(caplog: pytest.LogCaptureFixture) -> None:
+    install_guard()
+    install_guard()  # idempotent
+    with pytest.raises(_Boom):  # as without roomkeeper: the error ends its serve()
+        await _server(Config()).run()
+    with caplog.at_level(logging.WARNING, "roomkeeper.http"):
+        await _server(GuardedConfig()).run()  # roomkeeper's: logged, that connection only
+    assert "a connection failed inside Hypercorn" in caplog.text
+
+
+def _protocol(config: Config) -> Any:
+    async def send(event: Any) -> None:
+        pass
+
+    context = WorkerContext(None)
+    return H11Protocol(None, config, context, None, None, False, None, None, send)  # type: ignore[arg-type]
+
+
+def test_only_roomkeepers_connections_hold_back_what_follows_a_last_request() -> None:
+    install_guard()
+    assert type(_protocol(Config()).connection) is h11.Connection
+    guarded = _protocol(GuardedConfig()).connection
+    assert isinstance(guarded, LastRequestConnection)
+    assert guarded._max_incomplete_event_size == GuardedConfig().h11_max_incomplete_size
+
+
+def test_bytes_after_an_http10_request_wait_for_its_answer() -> None:
+    request = b"POST / HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}"
+    behind = b"GET / HTTP/1.0\r\n\r\n"
+    plain = h11.Connection(h11.SERVER)
+    plain.receive_data(request + behind)
+    assert isinstance(plain.next_event(), h11.Request)
+    assert isinstance(plain.next_event(), h11.Data)
+    assert isinstance(plain.next_event(), h11.EndOfMessage)
+    with pytest.raises(h11.RemoteProtocolError):  # Hypercorn answers an empty 400
+        plain.next_event()
+
+    conn = LastRequestConnection(h11.SERVER)
+    conn.receive_data(request + behind)
+    assert isinstance(conn.next_event(), h11.Request)
+    assert isinstance(conn.next_event(), h11.Data)
+    assert isinstance(conn.next_event(), h11.EndOfMessage)
+    assert conn.next_event() is h11.PAUSED  # while the answer is owed
+    conn.send(h11.Response(status_code=200, headers=[("Content-Length", "2")]))
+    assert conn.next_event() is h11.PAUSED
+    conn.send(h11.Data(data=b"{}"))
+    conn.send(h11.EndOfMessage())
+    with pytest.raises(h11.RemoteProtocolError):  # answered: now refused, and closed
+        conn.next_event()

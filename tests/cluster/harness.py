@@ -319,13 +319,23 @@ def actor_hex(room: str) -> str:
     return ActorId(ROOMS, room).hex
 
 
+def node_name(owner: str) -> str:
+    """The node's name (``--node-id``) in a lease owner ``NAME/BOOT-ID``."""
+    return owner.split("/", 1)[0]
+
+
 @attrs.frozen
 class Lease:
     room_hex: str
-    owner: str
+    owner: str  # the node's name and its boot id: a restarted node is a new owner
     owner_addr: str
     epoch: int
     live: bool
+
+    @property
+    def node(self) -> str:
+        """The owner's name, as in X-Roomkeeper-Node."""
+        return node_name(self.owner)
 
 
 class Database:
@@ -436,7 +446,7 @@ class Cluster:
     def owner(self, room: str) -> Node:
         lease = self.db.lease(room)
         assert lease is not None, f"room {room} has no lease"
-        return self.node(lease.owner)
+        return self.node(lease.node)
 
     def others(self, node: Node) -> list[Node]:
         return [other for other in self.nodes if other is not node]

@@ -300,7 +300,7 @@ class Conversation:
         for source in self.sources:
             await source.wait_session()
         both = {self.alice.session_id, self.bob.session_id}
-        await self.alice.wait_for(lambda: any(set(r) == both for r in self.alice.rosters()), 10)
+        await self.alice.wait_for(lambda: any(both <= set(r) for r in self.alice.rosters()), 10)
         nursery.start_soon(self._talk, self.alice, self.bob)
         nursery.start_soon(self._talk, self.bob, self.alice)
 

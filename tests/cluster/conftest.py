@@ -38,10 +38,12 @@ def cluster(
     tmp_path_factory: pytest.TempPathFactory,
     request: pytest.FixtureRequest,
 ) -> Iterator[Cluster]:
-    """A module's cluster; node flags of its own in the module's ``CLUSTER_FLAGS``."""
+    """A module's cluster; node flags of its own in the module's ``CLUSTER_FLAGS``, and
+    the node that reaches PostgreSQL through a relay in ``CLUSTER_RELAYED``."""
     flags = getattr(request.module, "CLUSTER_FLAGS", {})
+    relayed = getattr(request.module, "CLUSTER_RELAYED", None)
     tmp = tmp_path_factory.mktemp("cluster")
-    with running_cluster(postgres_server, tmp, flags=flags) as running:
+    with running_cluster(postgres_server, tmp, flags=flags, relayed=relayed) as running:
         yield running
 
 

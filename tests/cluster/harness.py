@@ -30,7 +30,6 @@ from typing import Any
 import attrs
 import httpx
 import psycopg
-import pytest
 
 from roomkeeper.runtime.ids import ActorId
 
@@ -68,7 +67,11 @@ FAIL_TIMEOUT = "fail_timeout=2s"  # about one TTL, as the shipped config reasons
 
 
 def _required(what: str, found: str | Path | None) -> None:
+    """Skip the test when ``what`` is missing (fail it under CI=true). pytest is imported
+    here only: bench/cluster_bench.py uses this module outside pytest."""
     if found is None:
+        import pytest
+
         if os.environ.get("CI") == "true":
             pytest.fail(f"{what} is not installed: .ci/run should have installed it")
         pytest.skip(f"{what} is not installed")
@@ -399,9 +402,18 @@ class Cluster:
     """PostgreSQL (shared per session: a fresh database here), ``size`` nodes and nginx."""
 
     def __init__(
-        self, pg: PostgresServer, tmp: Path, size: int = 3, flags: Mapping[str, str] = ()
+        self,
+        pg: PostgresServer,
+        tmp: Path,
+        size: int = 3,
+        flags: Mapping[str, str] = (),
+        relayed: str | None = None,
     ) -> None:
+        """``relayed``: the node that reaches PostgreSQL through ``relay`` (tcp_relay.py),
+        which ``partition`` and ``heal_partition`` stop and start."""
         self.pg = pg
+        self.relayed = relayed
+        self.relay: subprocess.Popen[bytes] | None = None
         self.tmp = tmp
         self.dsn = pg.new_database()
         self.db = Database(self.dsn)
@@ -434,11 +446,31 @@ class Cluster:
 
     def add_node(self, *, start: bool = True) -> Node:
         name = f"n{len(self.nodes) + 1}"
-        node = Node(name, free_port(), self.dsn, dict(self.flags), self.tmp / f"{name}.log")
+        dsn = self._relay_dsn() if name == self.relayed else self.dsn
+        node = Node(name, free_port(), dsn, dict(self.flags), self.tmp / f"{name}.log")
         self.nodes.append(node)
         if start:
             node.start()
         return node
+
+    def _relay_dsn(self) -> str:
+        port = free_port()
+        relay = Path(__file__).with_name("tcp_relay.py")
+        self.relay = subprocess.Popen(
+            [sys.executable, str(relay), str(port), str(self.pg.port)], stdout=subprocess.PIPE
+        )
+        assert self.relay.stdout is not None
+        assert self.relay.stdout.readline().strip() == b"relaying"
+        return self.dsn.replace(f"127.0.0.1:{self.pg.port}/", f"127.0.0.1:{port}/")
+
+    def partition(self) -> None:
+        """Cut the relayed node off PostgreSQL: its packets go nowhere, silently."""
+        assert self.relay is not None
+        self.relay.send_signal(signal.SIGSTOP)
+
+    def heal_partition(self) -> None:
+        assert self.relay is not None
+        self.relay.send_signal(signal.SIGCONT)
 
     def node(self, name: str) -> Node:
         return next(node for node in self.nodes if node.name == name)
@@ -455,6 +487,8 @@ class Cluster:
         """Bring PostgreSQL and every node back up (thawed, restarted) for the next test."""
         if self.pg.pid is None:
             self.pg.start_again()
+        if self.relay is not None:
+            self.heal_partition()
         for node in self.nodes:
             if node.frozen:
                 node.thaw()
@@ -469,14 +503,19 @@ class Cluster:
         self.nginx.close()
         for node in self.nodes:
             node.stop()
+        _end(self.relay)
 
 
 @contextlib.contextmanager
 def running_cluster(
-    pg: PostgresServer, tmp: Path, size: int = 3, flags: Mapping[str, str] = ()
+    pg: PostgresServer,
+    tmp: Path,
+    size: int = 3,
+    flags: Mapping[str, str] = (),
+    relayed: str | None = None,
 ) -> Iterator[Cluster]:
     nginx_binary()
-    cluster = Cluster(pg, tmp, size, flags)
+    cluster = Cluster(pg, tmp, size, flags, relayed)
     try:
         yield cluster
     finally:

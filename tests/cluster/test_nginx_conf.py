@@ -48,3 +48,9 @@ def test_metrics_and_admin_are_not_served_through_nginx(lonely_nginx: Nginx) -> 
         assert response.status_code == 403, response.text
         assert response.headers["content-type"] == "application/json"
         assert "error" in response.json()
+
+
+def test_scaling_md_shows_the_shipped_config_byte_for_byte() -> None:
+    root = Path(__file__).resolve().parents[2]
+    conf = (root / "docs" / "nginx" / "cluster.conf").read_text("utf-8")
+    assert f"```nginx\n{conf}```\n" in (root / "docs" / "scaling.md").read_text("utf-8")

@@ -11,6 +11,7 @@ import httpx
 import trio
 
 from .clients import EventSource, Sender
+from .conftest import figure
 from .harness import Cluster
 
 
@@ -136,6 +137,7 @@ async def test_nginx_reload_adding_a_node_keeps_one_activation_per_room(
             await source.wait_session()
         owners = {room: healthy.owner(room).name for room in rooms}
 
+        answers: list[int] = []
         fourth = healthy.add_node()
         try:
             healthy.nginx.reload(healthy.ports)
@@ -159,6 +161,7 @@ async def test_nginx_reload_adding_a_node_keeps_one_activation_per_room(
                     n for _, n, _ in sender.statuses
                 }
                 assert served == {owners[room]}, (room, served, owners[room])
+                answers += [status for status, _, _ in sender.statuses]
             moved = sum(
                 1
                 for room in rooms
@@ -175,6 +178,8 @@ async def test_nginx_reload_adding_a_node_keeps_one_activation_per_room(
                 target = late[room].session_id
                 assert target is not None and sources[room].session_id is not None
                 assert await sender.send(sources[room], target)
+                answers += [status for status, _, _ in sender.statuses]
+            figure("reload_posts_not_200", float(sum(a != 200 for a in answers)), "POSTs")
         finally:
             fourth.stop()
             healthy.nodes.remove(fourth)

@@ -1,62 +1,19 @@
-"""What the HTTP front end asks a room, and what the room answers."""
+"""What the HTTP front end asks a room, and what the room answers.
+
+The protocol's messages live below both, in ``roomkeeper.signaling`` (the front end must
+not import the application); they are named here too for the room's code. ``Inspect`` is
+the room's own: a full view of its sessions for in-process tests.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 
+from roomkeeper.signaling import Connect, Done, Joined, Leave, Refused, Signal
 
-@attrs.frozen
-class Connect:
-    """Open an event stream: a new session, or the resumption of one. ``refuse_new`` is
-    the answer to give if a new session would be made (the front end's admission policy:
-    a missing ticket, a spent per-address budget); resuming is not affected."""
-
-    session_id: str | None = None
-    token: str | None = attrs.field(default=None, repr=False)
-    last_event_id: int | None = None
-    refuse_new: Refused | None = None
-
-
-@attrs.frozen
-class Signal:
-    sender: str
-    token: str = attrs.field(repr=False)
-    to: str
-    payload: dict[str, Any]
-    request_id: str | None = None
-
-
-@attrs.frozen
-class Leave:
-    sender: str
-    token: str = attrs.field(repr=False)
+__all__ = ["Connect", "Done", "Inspect", "Joined", "Leave", "Refused", "Signal"]
 
 
 @attrs.frozen
 class Inspect:
-    """A view of the room without tokens (admin and tests)."""
-
-
-@attrs.frozen
-class Joined:
-    """The connect succeeded; the front end serves ``stream_id``."""
-
-    stream_id: str
-    session_id: str
-    resumed: bool
-
-
-@attrs.frozen
-class Done:
-    """A signal or leave was accepted (the ``200 {"success": true}`` answer)."""
-
-
-@attrs.frozen
-class Refused:
-    """The room said no: the HTTP status, a human readable reason, and Retry-After."""
-
-    status: int
-    reason: str
-    retry_after: int | None = None
+    """Every session's ``SessionInfo`` (event ids included, never tokens), for tests."""

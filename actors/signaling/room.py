@@ -15,6 +15,7 @@ import attrs
 
 from roomkeeper.jsonutil import dumps
 from roomkeeper.runtime import Actor, ActorContext, StreamInfo
+from roomkeeper.signaling import SessionView
 
 from .messages import Connect, Done, Inspect, Joined, Leave, Refused, Signal
 from .records import (
@@ -145,6 +146,24 @@ class Room(Actor):
         self._send_all(sid, stream_id, result.stream_events)
         self._finish([e for e in result.effects if not isinstance(e, EndStream)])
         return Joined(stream_id, sid, result.resumed)
+
+    def describe(self) -> dict[str, Any]:
+        """What operators and tests may see of this room: its sessions in join order, each
+        as a ``SessionView``, field by field (an allow-list). No token, no event id."""
+        views = []
+        for sid in self.state.roster():
+            info = self.state.session_info(sid)
+            if info is not None:
+                view = SessionView(
+                    session_id=info.session_id,
+                    connected=info.connected,
+                    expires_at=info.expires_at,
+                    queued=info.queued,
+                    join_seq=info.join_seq,
+                    replayable=info.replayable,
+                )
+                views.append(view.to_json())
+        return {"sessions": views}
 
     # -- runtime events ----------------------------------------------------------------
     async def on_stream_closed(self, stream: StreamInfo, reason: str) -> None:

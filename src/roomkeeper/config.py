@@ -39,12 +39,15 @@ LOG_FORMATS = ("text", "json")
 MIN_ADMIN_TOKEN = 16
 MIN_ADMISSION_SECRET = 16
 ADMISSION_PREFIX = "secret:"
+DEFAULT_APPLICATION = "roomkeeper_actors.signaling.app:APPLICATION"
+"""The actors that answer the API (``roomkeeper.application``): the signaling room."""
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 STORAGE_KINDS = f"'{MEMORY}', a SQLite file path, or a postgresql:// (postgres://) URL"
 
 _INT = re.compile(r"[+-]?[0-9]+")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_APPLICATION = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*", re.ASCII)
 _ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")
 
 Check = Callable[[Any], str | None]
@@ -186,6 +189,13 @@ def _admin_token(value: object) -> str | None:
         return "must be a string"
     if value and (len(value) < MIN_ADMIN_TOKEN or not all("!" <= c <= "~" for c in value)):
         return f"must be at least {MIN_ADMIN_TOKEN} visible ASCII characters, no spaces"
+    return None
+
+
+def _application(value: object) -> str | None:
+    """``MODULE:NAME`` (a dotted module path, then a name); it is imported at start-up."""
+    if not isinstance(value, str) or not _APPLICATION.fullmatch(value):
+        return f"must be MODULE:NAME, got {_show(value)}"
     return None
 
 
@@ -411,6 +421,13 @@ class Config:
         "'secret:S': new sessions need a ?ticket= signed with S; empty: anyone may join",
         "SPEC",
         secret=True,
+    )
+    application: str = _setting(
+        DEFAULT_APPLICATION,
+        _application,
+        _parse_stripped,
+        "the actors that answer the API: MODULE:NAME of a roomkeeper.application.Application",
+        "MODULE:NAME",
     )
 
     # -- several nodes on one PostgreSQL (docs/scaling.md) ----------------------------------

@@ -24,8 +24,7 @@ from hypercorn.typing import (
     Scope,
 )
 
-from roomkeeper_actors.signaling.room import RoomEnv
-
+from .application import load_application
 from .cluster import NodeHeader, NodeIdentity, node_identity
 from .config import MEMORY, Config, ConfigError
 from .groups import unwrap
@@ -39,7 +38,6 @@ from .observe import TimedBackend, observability, setup_logging, trace_to_file
 from .observe.metrics import ExtraCounters
 from .runtime import (
     ActorSystem,
-    Binding,
     LeaseStore,
     MemoryBackend,
     RuntimeConfig,
@@ -52,7 +50,6 @@ from .runtime import (
 
 log = logging.getLogger("roomkeeper")
 
-ROOM_ACTOR = "roomkeeper_actors.signaling.room:Room"
 MAX_REQUEST_HEAD = 64 * 1024
 """Bytes of an incomplete request head held per connection (Hypercorn reads 64 KiB at
 once): a longer head is answered 431."""
@@ -186,13 +183,13 @@ async def run(
     """Serve until SIGINT/SIGTERM (or ``stop()``): then every stream gets ``bye shutdown``,
     state is persisted, and the function returns."""
     install_guard()
+    application = load_application(config.application)
     node = node_identity(config) if config.clustered else None
     storage = make_backend(config, node)
     backend = TimedBackend(storage)
-    env = RoomEnv.from_config(config)
     stopping = trio.Event()
     async with open_actor_system(
-        {ROOMS: Binding(ROOM_ACTOR, env=env)},
+        {ROOMS: application.binding(config)},
         codec=SseCodec(config.retry_ms),
         backend=backend,
         config=runtime_config(config),

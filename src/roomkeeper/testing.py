@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import asynccontextmanager, contextmanager, suppress
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,10 +25,9 @@ import trio
 
 from .config import Config
 from .groups import reraise_single, unwrap
+from .signaling import SessionView
 
 if TYPE_CHECKING:
-    from roomkeeper_actors.signaling import SessionInfo
-
     from .runtime import ActorSystem, NamespaceSnapshot
     from .server import RunningServer
 
@@ -70,13 +70,12 @@ def embedded_config(config: Config | None = None, **overrides: Any) -> Config:
     return Config(**{**TEST_DEFAULTS, **overrides})
 
 
-async def _sessions(system: ActorSystem, *, room: str) -> list[SessionInfo]:
-    from roomkeeper_actors.signaling.messages import Inspect
-
+async def _sessions(system: ActorSystem, *, room: str) -> list[SessionView]:
+    """The room's sessions as its ``describe()`` view lists them."""
     from .http.app import ROOMS
 
-    infos = await system.get(ROOMS, room).ask(Inspect())
-    return [info for info in infos if info is not None]
+    view = await system.get(ROOMS, room).describe()
+    return [SessionView.from_json(s) for s in (view or {}).get("sessions", [])]
 
 
 class EmbeddedServer:
@@ -95,6 +94,9 @@ class EmbeddedServer:
         self._token: trio.lowlevel.TrioToken | None = None
         self._error: BaseException | None = None
         self._nursery: trio.Nursery | None = None
+        self._scope: trio.CancelScope | None = None
+        self._abandoned = False  # start-up timed out: the thread must end, not serve
+        self._lock = threading.Lock()
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._main, name="roomkeeper-embedded", daemon=True)
 
@@ -110,27 +112,54 @@ class EmbeddedServer:
     async def _serve(self) -> None:
         from .server import run
 
-        self._token = trio.lowlevel.current_trio_token()
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            running: RunningServer = await nursery.start(
-                partial(run, self.config, handle_signals=False)
-            )
-            self._running = running
-            self.url = running.url
-            self._started.set()
+        with trio.CancelScope() as scope:
+            with self._lock:
+                if self._abandoned:
+                    return
+                self._token = trio.lowlevel.current_trio_token()
+                self._scope = scope
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                running: RunningServer = await nursery.start(
+                    partial(run, self.config, handle_signals=False)
+                )
+                self._running = running
+                self.url = running.url
+                self._started.set()
 
     # -- other threads ---------------------------------------------------------------------
     # trio.from_thread refuses to run in a thread that runs a trio loop of its own (a
     # trio test using serve()), so calls into the server go through the thread-safe
     # TrioToken.run_sync_soon and a concurrent.futures.Future.
 
-    def _start(self, timeout: float) -> None:
+    def _start(self, timeout: float, stop_timeout: float = 30.0) -> None:
+        """Start the thread and wait for the server to listen. If it does not within
+        ``timeout``, its start-up is cancelled and its thread joined (no thread, no port
+        left behind) before `TimeoutError` is raised."""
         self._thread.start()
         if not self._started.wait(timeout):
-            raise TimeoutError(f"the embedded roomkeeper server did not start in {timeout} s")
+            self._abandon(stop_timeout)
+            raise TimeoutError(
+                f"the embedded roomkeeper server did not start in {timeout} s; "
+                "its start-up was cancelled"
+            )
         if self._error is not None:
             raise unwrap(self._error)
+
+    def _abandon(self, timeout: float) -> None:
+        """Cancel whatever the server's thread is doing and wait for it to end."""
+        with self._lock:
+            self._abandoned = True
+            token, scope = self._token, self._scope
+        if token is not None and scope is not None:
+            with suppress(trio.RunFinishedError):  # it ended meanwhile
+                token.run_sync_soon(scope.cancel)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(
+                f"the embedded roomkeeper server did not start, and did not stop in {timeout} s"
+            )
+        self._error = None  # the cancellation, or a failure that came too late
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop gracefully (every stream gets ``bye shutdown``) and wait for the thread.
@@ -147,28 +176,39 @@ class EmbeddedServer:
             raise RuntimeError("the embedded roomkeeper server failed") from unwrap(error)
 
     def _in_server(self, fn: Callable[[ActorSystem], Awaitable[T]], timeout: float = 10.0) -> T:
-        """Run ``fn(system)`` in the server's loop and wait for its result."""
+        """Run ``fn(system)`` in the server's loop and wait for its result; after
+        ``timeout`` seconds, cancel it there and raise `TimeoutError`."""
         running, token, nursery = self._running, self._token, self._nursery
         if running is None or token is None or nursery is None or not self._thread.is_alive():
             raise RuntimeError("the embedded roomkeeper server is not running")
         if threading.current_thread() is self._thread:
             raise RuntimeError("call this from a thread other than the server's")
         future: Future[T] = Future()
+        scope = trio.CancelScope()
 
         async def call() -> None:
             try:
-                future.set_result(await fn(running.system))
+                with scope:
+                    future.set_result(await fn(running.system))
             except Exception as exc:
                 future.set_exception(exc)
             finally:
-                if not future.done():  # cancelled: the server is stopping
+                if not future.done():  # cancelled: timed out, or the server is stopping
                     future.set_exception(RuntimeError("the embedded server stopped"))
 
         try:
             token.run_sync_soon(nursery.start_soon, call)
         except trio.RunFinishedError:
             raise RuntimeError("the embedded roomkeeper server is not running") from None
-        return future.result(timeout)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            with suppress(trio.RunFinishedError):
+                token.run_sync_soon(scope.cancel)
+            raise TimeoutError(
+                f"the embedded roomkeeper server did not answer in {timeout} s; "
+                "the call was cancelled"
+            ) from None
 
     def stats(self) -> list[NamespaceSnapshot]:
         """The runtime's per-namespace counters (live rooms, streams, messages...)."""
@@ -178,7 +218,7 @@ class EmbeddedServer:
 
         return self._in_server(snapshot)
 
-    def sessions(self, room: str) -> list[SessionInfo]:
+    def sessions(self, room: str) -> list[SessionView]:
         """The sessions of ``room`` in join order: connected or not, queued signals...
         (no tokens)."""
         return self._in_server(partial(_sessions, room=room))
@@ -224,7 +264,7 @@ class AsyncEmbeddedServer:
         """The runtime's per-namespace counters (live rooms, streams, messages...)."""
         return self.system.snapshot()
 
-    async def sessions(self, room: str) -> list[SessionInfo]:
+    async def sessions(self, room: str) -> list[SessionView]:
         """The sessions of ``room`` in join order (no tokens)."""
         return await _sessions(self.system, room=room)
 

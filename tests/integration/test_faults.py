@@ -67,7 +67,8 @@ async def connected(client: httpx.AsyncClient, base: str, room: str, sid: str) -
     headers = {"Authorization": f"Bearer {ADMIN['admin_token']}"}
     response = await client.get(f"{base}/admin/rooms/{room}", headers=headers)
     assert response.status_code == 200, response.text
-    (session,) = [s for s in response.json()["sessions"] if s["session_id"] == sid]
+    sessions = response.json()["view"]["sessions"]
+    (session,) = [s for s in sessions if s["session_id"] == sid]
     return bool(session["connected"])
 
 

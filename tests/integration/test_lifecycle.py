@@ -196,8 +196,8 @@ async def _live(client: httpx.AsyncClient, server: ServerProcess, room: str) -> 
         )
         assert response.status_code == 200, response.text
         page: dict[str, Any] = response.json()
-        for entry in page["rooms"]:
-            if entry["room"] == room:
+        for entry in page["actors"]:
+            if entry["name"] == room:
                 return bool(entry["live"])
         if page["next"] is None:
             raise AssertionError(f"room {room} is not listed")

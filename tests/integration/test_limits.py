@@ -56,7 +56,7 @@ async def sessions(client: httpx.AsyncClient, server: ServerProcess, room: str) 
         f"{server.url}/admin/rooms/{room}", headers={"Authorization": f"Bearer {ADMIN}"}
     )
     assert response.status_code == 200, response.text
-    return list(response.json()["sessions"])
+    return list(response.json()["view"]["sessions"])
 
 
 # --- a raw event stream, read only when asked ---------------------------------------------------

@@ -173,7 +173,7 @@ async def test_admin_token_from_the_environment(
     monkeypatch.setenv("ROOMKEEPER_ADMIN_TOKEN", ADMIN)
     server = server_factory()
     ok = await client.get(server.url + "/admin/rooms", headers={"Authorization": f"Bearer {ADMIN}"})
-    assert ok.status_code == 200 and ok.json() == {"rooms": [], "next": None}
+    assert ok.status_code == 200 and ok.json() == {"actors": [], "next": None}
     assert ADMIN not in server.log()
 
 
@@ -187,9 +187,8 @@ async def test_admin_lists_rooms_and_sessions_without_tokens(
         await send_ok(client, base, a, b, {"hello": "b"})
         listing = await client.get(f"{base}/admin/rooms", headers=auth)
         assert listing.status_code == 200
-        (summary,) = [r for r in listing.json()["rooms"] if r["room"] == room]
-        assert summary["live"] is True
-        assert (summary["peers"], summary["connected"], summary["streams"]) == (2, 2, 2)
+        (summary,) = [r for r in listing.json()["actors"] if r["name"] == room]
+        assert summary["live"] is True and summary["streams"] == 2
         assert summary["last_activity"] is not None
 
         quoted = room.replace("/", "%2F")
@@ -199,15 +198,23 @@ async def test_admin_lists_rooms_and_sessions_without_tokens(
         assert a.token not in detail.text and b.token not in detail.text
         assert "token" not in detail.text
         data = detail.json()
-        assert data["room"] == room and data["streams"] == 2
-        assert [s["session_id"] for s in data["sessions"]] == [a.session_id, b.session_id]
-        assert all(s["connected"] and s["expires_at"] is None for s in data["sessions"])
-        assert {"queued", "join_seq", "replayable"} <= set(data["sessions"][0])
-        assert "id_hwm" not in data["sessions"][0]  # an event id resumes a session
+        assert data["name"] == room and data["streams"] == 2
+        sessions = data["view"]["sessions"]
+        assert [s["session_id"] for s in sessions] == [a.session_id, b.session_id]
+        assert all(s["connected"] and s["expires_at"] is None for s in sessions)
+        assert set(sessions[0]) == {
+            "session_id",
+            "connected",
+            "expires_at",
+            "queued",
+            "join_seq",
+            "replayable",
+        }  # no token, no event id: an event id resumes a session
 
     page = await client.get(f"{base}/admin/rooms", params={"limit": "1"}, headers=auth)
-    assert len(page.json()["rooms"]) == 1 and page.json()["next"] == room
+    assert len(page.json()["actors"]) == 1 and page.json()["next"] == room
     assert_error(await client.get(f"{base}/admin/rooms", params={"limit": "0"}, headers=auth), 400)
+    assert_error(await client.get(f"{base}/admin/rooms", params={"limit": "²"}, headers=auth), 400)
     assert_error(await client.get(f"{base}/admin/rooms/no-such-room", headers=auth), 404)
 
 

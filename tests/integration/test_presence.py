@@ -4,6 +4,7 @@ period with its signals queued (delivered on return, in order, after session and
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -26,12 +27,17 @@ from .conftest import (
 GRACE = 2.5
 QUEUE_LIMIT = 4
 NOTICE = 1.0  # a dropped stream is noticed within a second
+ADMIN = "presence-admin-token-0123456789"
+CLOCKS = 0.05  # the server's wall clock (trio's clock plus an offset) against time.time()
 
 
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = start_shared(
-        tmp_path_factory.mktemp("presence"), grace=str(GRACE), queue_limit=str(QUEUE_LIMIT)
+        tmp_path_factory.mktemp("presence"),
+        grace=str(GRACE),
+        queue_limit=str(QUEUE_LIMIT),
+        admin_token=ADMIN,
     )
     yield server
     server.kill()
@@ -147,17 +153,41 @@ async def test_grace_period_then_expiry(client: httpx.AsyncClient, base: str, ro
             assert (await a.stream.next()).data == {"peers": [a.session_id]}
 
 
+async def _expiry(client: httpx.AsyncClient, base: str, room: str, sid: str) -> float:
+    """When the room will end session ``sid`` (its ``expires_at``, from the admin view),
+    once it has noticed that the session's stream dropped."""
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    with trio.fail_after(NOTICE * 5):
+        while True:
+            response = await client.get(f"{base}/admin/rooms/{room}", headers=headers)
+            assert response.status_code == 200, response.text
+            (session,) = [s for s in response.json()["view"]["sessions"] if s["session_id"] == sid]
+            if session["expires_at"] is not None:
+                return float(session["expires_at"])
+            await trio.sleep(0.05)
+
+
+def _grace_from(expires_at: float, dropped_after: float, seen_by: float) -> None:
+    """The session's grace period starts when its stream dropped: after ``dropped_after``,
+    and before the test saw the room's deadline (``seen_by``)."""
+    assert dropped_after - CLOCKS <= expires_at - GRACE <= seen_by + CLOCKS
+
+
 async def test_each_drop_starts_a_new_grace_period(
     client: httpx.AsyncClient, base: str, room: str
 ) -> None:
     async with join(client, base, room) as a:
+        before = time.time()
         b = await _dropped(client, base, room, a)
-        start = trio.current_time()
+        first = await _expiry(client, base, room, b.session_id)
+        _grace_from(first, before, time.time())
         await trio.sleep(GRACE * 0.6)
         async with join(client, base, room, session_id=b.session_id, token=b.token) as b2:
             assert b2.resumed
-        await trio.sleep(GRACE * 0.6)
-        assert trio.current_time() - start > GRACE  # longer than one grace period in all
+            before = time.time()
+        second = await _expiry(client, base, room, b.session_id)
+        _grace_from(second, before, time.time())  # a new period, from the second drop
+        await trio.sleep(max(0.0, first - time.time()) + 0.1)  # past the first one's end
         async with join(client, base, room, session_id=b.session_id, token=b.token) as b3:
             assert b3.resumed and b3.roster == [a.session_id, b.session_id]
         assert await sync(client, a) == []

@@ -67,6 +67,7 @@ def test_defaults() -> None:
         "advertise": "",
         "node_id": "",
         "lease_ttl": 10.0,
+        "application": "roomkeeper_actors.signaling.app:APPLICATION",
     }
     assert not config.in_memory
     assert config.admission_secret is None
@@ -148,6 +149,7 @@ EXAMPLES: list[tuple[str, str, Any]] = [
     ("advertise", "http://10.0.0.7:8787", "http://10.0.0.7:8787"),
     ("node_id", "node-1", "node-1"),
     ("lease_ttl", "2.5", 2.5),
+    ("application", "my_app.actors:APP", "my_app.actors:APP"),
 ]
 
 
@@ -235,6 +237,9 @@ def test_unrelated_env_ignored() -> None:
         ("admission", "0123456789abcdef", "'secret:' followed by"),
         ("admission", "secret:short", "at least 16 visible ASCII"),
         ("admission", "secret:sixteen chars but spaces", "at least 16 visible ASCII"),
+        ("application", "my_app.actors", "must be MODULE:NAME"),
+        ("application", "my app:APP", "must be MODULE:NAME"),
+        ("application", "my_app:APP.x", "must be MODULE:NAME"),
     ],
 )
 def test_bad_values_name_their_source(name: str, text: str, problem: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +19,8 @@ from roomkeeper.observe.logs import (
     sane_request_id,
     setup_logging,
 )
+
+HEX32 = re.compile(r"[0-9a-f]{32}")  # 32 lowercase hex digits, nothing else
 
 
 def record(msg: str = "hello %s", *args: object, **extra: object) -> logging.LogRecord:
@@ -107,7 +110,7 @@ def test_other_request_ids_are_replaced(value: str | None) -> None:
 def test_new_request_ids_are_unique_hex() -> None:
     ids = {new_request_id() for _ in range(100)}
     assert len(ids) == 100
-    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert all(HEX32.fullmatch(i) for i in ids), ids
 
 
 @pytest.mark.usefixtures("restore_root")

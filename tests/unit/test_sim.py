@@ -4,10 +4,7 @@ of calls, workload files, and the `simulate` / `trace-report` commands."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from array import array
 from pathlib import Path
 from typing import Any
@@ -43,12 +40,7 @@ def test_one_seed_one_trace_byte_for_byte_another_seed_another(tmp_path: Path) -
     assert a == b and a != c
     assert first["trace"]["sha256"] == again["trace"]["sha256"] != other["trace"]["sha256"]
     assert again["machine"]["peak_python_bytes"] > again["machine"]["peak_live_python_bytes"] > 0
-    # another process, another string hash seed, other memory addresses: same bytes
-    env = {**os.environ, "PYTHONHASHSEED": "4242"}
-    argv = [sys.executable, "-m", "roomkeeper", "simulate", str(FLAKY), "--seed", "5"]
-    argv += ["--trace", str(tmp_path / "d.jsonl"), "--set", "rooms=12", "--no-tracemalloc"]
-    subprocess.run(argv, env=env, check=True, capture_output=True)
-    assert (tmp_path / "d.jsonl").read_bytes() == a
+    # (another process gives the same bytes: tests/integration/test_sim_processes.py)
 
 
 def test_the_trace_agrees_with_the_runtime_counters(tmp_path: Path) -> None:
@@ -263,7 +255,7 @@ def test_trace_report_prints_the_summary_and_says_plots_need_the_extra(
 
 
 def test_trace_report_draws_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("matplotlib")
+    # matplotlib comes with the test extra (through roomkeeper[plot]): no skip
     run(tmp_path)
     assert main(["trace-report", str(tmp_path / "t.jsonl"), "--out", str(tmp_path / "p")]) == 0
     pngs = sorted(p.name for p in (tmp_path / "p").iterdir())

@@ -23,13 +23,12 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from roomkeeper_actors.signaling.messages import Connect, Leave, Refused, Signal
-
 from ..jsonutil import dumps, loads_untrusted
 from ..observe import install as install_observability
 from ..observe.hooks import note_room
 from ..runtime import ActorSystem, Elsewhere, RuntimeFailure, StorageError
 from ..runtime.streams import Stream
+from ..signaling import Connect, Leave, Refused, Signal
 from .addresses import ClientAddresses, address_key
 from .budgets import STREAMS_RETRY_AFTER, AddressLimits, StreamSlot
 from .cors import CorsPolicy

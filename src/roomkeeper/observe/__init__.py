@@ -5,7 +5,7 @@ the lifecycle trace file and the token-protected admin view.
 times the storage backend and writes the trace. See docs/operations.md#observability.
 """
 
-from .admin import ActivityTracker, AdminView
+from .admin import ActivityTracker, AdminError, AdminView
 from .hooks import Observability, install, observability
 from .logs import JsonFormatter, TextFormatter, request_id_var, sane_request_id, setup_logging
 from .metrics import Metrics, RuntimeCollector
@@ -14,6 +14,7 @@ from .tracing import Guarded, trace_to_file
 
 __all__ = [
     "ActivityTracker",
+    "AdminError",
     "AdminView",
     "Guarded",
     "JsonFormatter",

@@ -1,40 +1,60 @@
-"""The admin view: which rooms exist and who is in them, for operators. Off by default.
+"""The admin view: which actors of a namespace exist and what each shows of itself, for
+operators. Off by default.
 
-``GET /admin/rooms?after=&limit=`` pages through stored rooms (by name) without waking
-any; ``GET /admin/rooms/NAME`` shows one room's sessions, asking the room itself, which
-wakes it if it was hibernated. Both need ``Authorization: Bearer <admin token>``. No
-answer ever holds a session token.
+``GET /admin/rooms?after=&limit=`` pages through the names with stored state, in name
+order, waking none: for each, what the runtime knows (in memory or hibernated, open
+streams, last API activity). ``GET /admin/rooms/NAME`` adds the actor's own view, its
+``describe()`` (see `roomkeeper.runtime.Actor.describe`), which wakes it if it was
+hibernated. Both need ``Authorization: Bearer <admin token>``.
+
+The view never reads what an actor stored, only whether it stored anything: an actor
+shows what it chooses to, so a secret can only leak if the actor names it. It knows
+nothing of rooms, nor of ``roomkeeper.http``; its errors have the API's shape,
+``{"error": "..."}``.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+import math
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import attrs
 from quart import Response, request
 
-from roomkeeper_actors.signaling.messages import Inspect
-from roomkeeper_actors.signaling.storage import SESSION
-
-from ..http.errors import ApiError
-from ..http.parsing import MAX_ROOM_BYTES, HeaderLookup, parse_query
-from ..jsonutil import dumps, loads
-from ..runtime import ActorSystem, HandlerError, Overloaded, StorageError, WallClock
+from ..jsonutil import dumps
+from ..runtime import (
+    ActorSystem,
+    Elsewhere,
+    HandlerError,
+    Overloaded,
+    StorageError,
+    WallClock,
+)
 from ..runtime.ids import ActorId
 
-__all__ = ["DEFAULT_PAGE", "MAX_PAGE", "ActivityTracker", "AdminView"]
+__all__ = ["DEFAULT_PAGE", "MAX_PAGE", "ActivityTracker", "AdminError", "AdminView"]
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 REALM = 'Bearer realm="roomkeeper admin"'
+JSON = {"Content-Type": "application/json"}
+
+
+class AdminError(Exception):
+    """An admin request refused: its status, message and extra headers."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
 
 
 class ActivityTracker:
     """The wall-clock time of the last successful API request (connect, signal, leave)
-    that named each room, as the HTTP layer saw it; admin requests never count. Bounded:
-    the rooms least recently used are forgotten first."""
+    that named each actor, as the HTTP layer saw it; admin requests never count. Bounded:
+    the actors least recently used are forgotten first."""
 
     def __init__(self, clock: WallClock, capacity: int = 100_000) -> None:
         self.clock = clock
@@ -52,12 +72,9 @@ class ActivityTracker:
         return self.last.get(actor.hex)
 
 
-def _json(value: Any, status: int = 200) -> Response:
-    return Response(dumps(value), status=status, headers={"Content-Type": "application/json"})
-
-
 class AdminView:
-    """The admin endpoints over one actor system; ``token`` empty means disabled."""
+    """The admin endpoints over one namespace of an actor system; ``token`` empty means
+    disabled. ``rooms`` and ``room`` are Quart view functions."""
 
     def __init__(self, system: ActorSystem, namespace: str) -> None:
         self.system = system
@@ -78,69 +95,63 @@ class AdminView:
             self.tracker = ActivityTracker(self.system.clock)
 
     # -- access ------------------------------------------------------------------------
-    def authorize(self, headers: HeaderLookup) -> None:
+    def authorize(self, authorization: str | None) -> None:
         """401 without a bearer token, 403 with a wrong one (compared in constant time)."""
-        value = headers.get("Authorization")
-        scheme, _, given = (value or "").strip().partition(" ")
+        scheme, _, given = (authorization or "").strip().partition(" ")
         given = given.strip()
         if scheme.lower() != "bearer" or not given:
-            raise ApiError(
+            raise AdminError(
                 401, "Unauthorized: an admin bearer token is required", {"WWW-Authenticate": REALM}
             )
         if not hmac.compare_digest(given.encode(), self.token.encode()):
-            raise ApiError(403, "Forbidden: wrong admin token")
+            raise AdminError(403, "Forbidden: wrong admin token")
 
     # -- views -------------------------------------------------------------------------
     async def rooms(self) -> Response:
-        self.authorize(request.headers)
-        after, limit = _page(parse_query(request.query_string))
-        backend = self.system.backend
-        try:
-            names = await backend.names(self.namespace, after=after, limit=limit)
-            rooms = [await self._summary(name) for name in names]
-        except StorageError as exc:
-            raise _storage_failed() from exc
-        more = len(names) == limit
-        return _json({"rooms": rooms, "next": names[-1] if more and names else None})
+        return await _answer(self._list)
 
     async def room(self, name: str) -> Response:
-        self.authorize(request.headers)
-        if len(name.encode("utf-8", "surrogatepass")) > MAX_ROOM_BYTES:
-            raise ApiError(400, f"room name longer than {MAX_ROOM_BYTES} UTF-8 bytes")
-        stub = self.system.get(self.namespace, name)
-        live = self.system.is_live(stub.id)
+        return await _answer(lambda: self._describe(name))
+
+    async def _list(self) -> dict[str, Any]:
+        self.authorize(request.headers.get("Authorization"))
+        after, limit = page(request.args)
         try:
-            if not live:
+            names = await self.system.backend.names(self.namespace, after=after, limit=limit)
+        except StorageError as exc:
+            raise _storage_failed() from exc
+        actors = [self._facts(self.system.get(self.namespace, name).id) for name in names]
+        more = len(names) == limit
+        return {"actors": actors, "next": names[-1] if more and names else None}
+
+    async def _describe(self, name: str) -> dict[str, Any]:
+        self.authorize(request.headers.get("Authorization"))
+        stub = self.system.get(self.namespace, name)
+        facts = self._facts(stub.id)
+        try:
+            if not facts["live"] and not facts["streams"]:
                 record = await self.system.backend.load(stub.id)
-                if not _sessions(record.values):
-                    raise ApiError(404, "no such room")
-            infos = await stub.ask(Inspect())
+                if not record.values and record.alarm is None:
+                    raise AdminError(404, "nothing stored under that name")
+            view = await stub.describe()
         except Overloaded as exc:
-            raise ApiError(503, f"Service Unavailable: {exc}", {"Retry-After": "1"}) from exc
+            wait = str(max(1, math.ceil(exc.retry_after)))
+            raise AdminError(503, f"Service Unavailable: {exc}", {"Retry-After": wait}) from exc
+        except Elsewhere as exc:  # ask the node that serves it
+            raise AdminError(421, f"Misdirected Request: {exc}") from exc
         except StorageError as exc:
             raise _storage_failed() from exc
         except HandlerError as exc:
-            raise ApiError(500, "Internal Server Error: the room failed") from exc
-        sessions = [_session(info) for info in infos if info is not None]
-        return _json(
-            {
-                "room": name,
-                "live": live,
-                "streams": len(self.system.streams.of(stub.id)),
-                "last_activity": self._last(stub.id),
-                "sessions": sessions,
-            }
-        )
+            raise AdminError(
+                500, "Internal Server Error: the actor failed to describe itself"
+            ) from exc
+        return {**facts, "view": view}
 
-    async def _summary(self, name: str) -> dict[str, Any]:
-        actor = self.system.get(self.namespace, name).id
-        record = await self.system.backend.load(actor)
-        sessions = _sessions(record.values)
+    def _facts(self, actor: ActorId) -> dict[str, Any]:
+        """What the runtime knows of an actor, without waking it or reading its storage."""
         return {
-            "room": name,
+            "name": actor.name,
             "live": self.system.is_live(actor),
-            "peers": len(sessions),
-            "connected": sum(1 for s in sessions if s.get("expires_at") is None),
             "streams": len(self.system.streams.of(actor)),
             "last_activity": self._last(actor),
         }
@@ -152,31 +163,26 @@ class AdminView:
         return None if when is None else round(when, 3)
 
 
-def _storage_failed() -> ApiError:
-    return ApiError(503, "Service Unavailable: storage failed", {"Retry-After": "1"})
+async def _answer(view: Callable[[], Awaitable[dict[str, Any]]]) -> Response:
+    try:
+        body, status, headers = await view(), 200, {}
+    except AdminError as exc:
+        body, status, headers = {"error": exc.message}, exc.status, exc.headers
+    return Response(dumps(body), status=status, headers={**JSON, **headers})
 
 
-def _page(query: Mapping[str, str]) -> tuple[str, int]:
+def _storage_failed() -> AdminError:
+    return AdminError(503, "Service Unavailable: storage failed", {"Retry-After": "1"})
+
+
+def page(query: Mapping[str, str]) -> tuple[str, int]:
+    """``after`` (default: from the start) and ``limit`` (1 to ``MAX_PAGE``, default
+    ``DEFAULT_PAGE``; ASCII digits only, else 400)."""
     after = query.get("after", "")
     text = query.get("limit", "")
     if not text:
         return after, DEFAULT_PAGE
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
-        raise ApiError(400, f"limit must be an integer from 1 to {MAX_PAGE}")
+    digits = len(text) <= len(str(MAX_PAGE)) and text.isascii() and text.isdigit()
+    if not digits or not 1 <= int(text) <= MAX_PAGE:
+        raise AdminError(400, f"limit must be an integer from 1 to {MAX_PAGE}")
     return after, int(text)
-
-
-def _sessions(values: Mapping[str, bytes]) -> list[dict[str, Any]]:
-    """The stored session records of a room (read for their presence only)."""
-    out = []
-    for key, raw in values.items():
-        if key.startswith(SESSION):
-            record = loads(raw)
-            out.append({"expires_at": record.get("expires_at")})  # nothing else, no token
-    return out
-
-
-def _session(info: Any) -> dict[str, Any]:
-    """A session's public facts. Neither its token nor any of its event ids: an event id
-    is a credential too (``Last-Event-ID`` alone resumes the session)."""
-    return attrs.asdict(info, filter=lambda a, _: "token" not in a.name and a.name != "id_hwm")

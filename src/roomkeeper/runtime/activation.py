@@ -10,7 +10,7 @@ import outcome
 import trio
 
 from ..jsonutil import loads
-from .actor import Actor, ActorContext
+from .actor import Actor, ActorContext, receive
 from .errors import Elsewhere, Fenced, HandlerError, RuntimeFailure, ShuttingDown, StorageError
 from .ids import ActorId
 from .mailbox import Envelope, Kind, Mailbox
@@ -85,7 +85,9 @@ class Activation:
             self.storage = Storage(record.values, record.alarm)
             self.instance = self.namespace.actor_class(ActorContext(self, self.storage))
             self.system._activated(self, cause)
-            if record.alarm is not None:
+            if record.alarm is not None and cause is not Kind.ALARM:
+                # Armed here too: its node may have died (an alarm that wakes the actor
+                # is being handled now, so it needs no arming).
                 self.system.alarms.set(self.actor_id, record.alarm)
             for stored in record.streams:  # left open by a node that no longer serves it
                 if self.system.streams.get(stored.stream_id) is None:
@@ -143,7 +145,7 @@ class Activation:
         self.system.stats_for(self.namespace).on_dequeue(envelope)
         if kind is Kind.MESSAGE:
             message = envelope.message
-            await self._transact(envelope, lambda actor: actor.on_message(message))
+            await self._transact(envelope, lambda actor: receive(actor, message))
         elif kind is Kind.ALARM:
             await self._alarm(envelope)
         elif kind is Kind.STREAM_CLOSED:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
 
+from ..jsonutil import dumps, loads
 from .ids import ActorId
 from .storage import Storage
 from .storage.view import encode
@@ -102,3 +103,36 @@ class Actor:
 
     async def on_hibernate(self) -> None:
         """Last call before the instance is dropped (idle, or shutdown); writes commit."""
+
+    def describe(self) -> Mapping[str, Any] | None:
+        """A view of this actor that is safe to show to operators and tests (the admin
+        view, ``ActorStub.describe()``), or None (the default) to show nothing.
+
+        Return an explicit allow-list of JSON values (counts, states, public ids), never a
+        dump of the actor's state or storage: whatever is returned is shown as it is, so a
+        secret can only leak if it is named here. The runtime calls it like a message, on
+        the actor's own task between two messages (a hibernated actor is woken for it, and
+        hibernates again when idle); it should only read."""
+        return None
+
+
+class _Describe:
+    """The runtime's own message behind ``ActorStub.describe()``; actors never see it."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DESCRIBE"
+
+
+DESCRIBE: Final = _Describe()
+
+
+async def receive(actor: Actor, message: Any) -> Any:
+    """Hand ``message`` to ``actor``: ``on_message``, or ``describe`` for ``DESCRIBE``
+    (its view copied through JSON, so the caller gets plain data detached from the
+    actor, and a value that is not JSON fails here, as the handler's error)."""
+    if message is DESCRIBE:
+        view = actor.describe()
+        return None if view is None else loads(dumps(dict(view)))
+    return await actor.on_message(message)

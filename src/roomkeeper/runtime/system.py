@@ -14,7 +14,7 @@ import trio
 
 from ..jsonutil import loads
 from .activation import RETRY_DELAYS, Activation
-from .actor import Actor
+from .actor import DESCRIBE, Actor
 from .alarms import AlarmScheduler
 from .clock import WallClock
 from .errors import ShuttingDown, StorageError, UnknownNamespace
@@ -90,6 +90,13 @@ class ActorStub:
     def tell(self, message: Any) -> None:
         """Send ``message`` without waiting; raises ``MailboxFull`` if it cannot be queued."""
         self.system._deliver(self.id, Envelope(Kind.MESSAGE, message))
+
+    async def describe(self) -> dict[str, Any] | None:
+        """The actor's ``Actor.describe()`` view (plain JSON data), or None if it shows
+        nothing. Delivered like an ``ask`` (same errors; it counts as a message), so it
+        wakes a hibernated actor, which hibernates again when idle."""
+        view: dict[str, Any] | None = await self.ask(DESCRIBE)
+        return view
 
 
 class ActorSystem:

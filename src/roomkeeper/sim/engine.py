@@ -5,14 +5,16 @@ trace, byte for byte.
 What makes a run reproducible:
 
 - every random draw comes from ``random.Random`` seeded from the run's seed: arrivals,
-  each room and peer, and the rooms' session ids, tokens and id keys (``RoomEnv.fresh``);
+  each room and peer, and the rooms' session ids, tokens and id keys (the application's
+  environment is given a seeded generator: ``roomkeeper.application``);
 - stream ids come from a counter (``open_actor_system(new_stream_id=...)``) and wall
   time from ``WallClock(EPOCH)``; storage is in memory (SQLite's threads would let real
   time leak into the autojumping clock);
 - trio runs tasks that become runnable together in a random order. The run seeds that
   order through the seam pytest-trio uses for Hypothesis (``trio._core._run._r`` and
   ``_ALLOW_DETERMINISTIC_SCHEDULING``, restored afterwards): it is private to trio, so
-  ``tests/unit/test_sim.py`` checks reproducibility across processes and hash seeds.
+  ``tests/integration/test_sim_processes.py`` checks reproducibility across processes and
+  hash seeds.
 """
 
 from __future__ import annotations
@@ -26,20 +28,22 @@ import platform
 import random
 import time
 import tracemalloc
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import attrs
 import trio
 import trio.testing
 
+from roomkeeper.application import load_application
+from roomkeeper.config import Config
 from roomkeeper.http.codec import SseCodec
 from roomkeeper.runtime import (
     ActorId,
     ActorSystem,
-    Binding,
     MemoryBackend,
     RuntimeConfig,
     StreamLimits,
@@ -49,8 +53,6 @@ from roomkeeper.runtime import (
 from roomkeeper.runtime.storage import ActorRecord, WriteSet
 from roomkeeper.runtime.trace import TraceEvent
 from roomkeeper.runtime.tracefile import TraceWriter
-from roomkeeper_actors.signaling.records import FreshSession, RoomConfig
-from roomkeeper_actors.signaling.room import Room, RoomEnv
 
 from .ledger import percentiles
 from .peers import Peer, World
@@ -124,17 +126,16 @@ class LiveMemory:
             self.samples.append((round(event.t, 3), self.live, size))
 
 
-class SeededSessions:
-    """``RoomEnv.fresh`` from a seeded generator: UUIDv4-shaped ids and tokens."""
-
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
-
-    def __call__(self) -> FreshSession:
-        rng = self.rng
-        session_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-        token = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-        return FreshSession(session_id, token, rng.getrandbits(63))
+def room_settings(workload: Workload) -> SimpleNamespace:
+    """The server's default room settings with the workload's grace and queue limit (which
+    may be values the server's own checks refuse, such as a queue limit of 0)."""
+    # (a default made by a factory, such as storage's, is left out: no room reads it)
+    defaults = {
+        f.name: f.default for f in attrs.fields(Config) if not hasattr(f.default, "factory")
+    }
+    return SimpleNamespace(
+        **{**defaults, "grace": workload.grace, "queue_limit": workload.queue_limit}
+    )
 
 
 def arrival_times(workload: Workload, rng: random.Random) -> list[float]:
@@ -248,10 +249,7 @@ async def _run(
     """The run itself; the peers' world, and the runtime's and storage's counters."""
     w = workload
     master = random.Random(seed)
-    env = RoomEnv(
-        RoomConfig(grace=w.grace, queue_limit=w.queue_limit),
-        fresh=SeededSessions(random.Random(master.getrandbits(64))),
-    )
+    binding = load_application().binding(room_settings(w), random.Random(master.getrandbits(64)))
     config = RuntimeConfig(
         mailbox_size=w.mailbox_size,
         hibernate_after=w.hibernate_after,
@@ -260,7 +258,7 @@ async def _run(
     stream_ids = itertools.count(1)
     backend = SlowMemoryBackend(w.load_ms / 1000, w.commit_ms / 1000)
     async with open_actor_system(
-        {NAMESPACE: Binding(Room, env=env)},
+        {NAMESPACE: binding},
         codec=SseCodec(1000),
         backend=backend,
         config=config,

@@ -28,7 +28,7 @@ import trio
 from roomkeeper.jsonutil import loads
 from roomkeeper.runtime import ActorStub, ActorSystem, Overloaded, RuntimeFailure
 from roomkeeper.runtime.streams import Stream
-from roomkeeper_actors.signaling.messages import Connect, Done, Joined, Leave, Refused, Signal
+from roomkeeper.signaling import Connect, Done, Joined, Leave, Refused, Signal
 
 from .ledger import Ledger
 from .workload import Workload

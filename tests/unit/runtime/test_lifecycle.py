@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import trio
 
+from roomkeeper.jsonutil import loads
 from roomkeeper.runtime import ShuttingDown, SQLiteBackend, WallClock
 
 from .conftest import EPOCH, system
@@ -62,10 +63,12 @@ async def test_alarm_fires_on_time_even_when_hibernated(autojump_clock: Any) -> 
         await stub.ask(("alarm", EPOCH + 100))
         await trio.sleep(50)
         assert not sys.is_live(stub.id)
+        assert [e for e in events if e[0] == "alarm"] == []  # not before its time
         await trio.sleep(60)
-        assert ("alarm", EPOCH + 100) in events
+        assert [e for e in events if e[0] == "alarm"] == [("alarm", EPOCH + 100)]  # at it
         assert sys.snapshot()[0].wakes["alarm"] == 1
-        assert await stub.ask(("get",)) == 0
+        stored = await sys.backend.load(stub.id)  # what on_alarm wrote was committed
+        assert loads(stored.values["alarms"]) == 1 and stored.alarm is None
 
 
 async def test_replacing_an_alarm_fires_only_the_new_one(autojump_clock: Any) -> None:

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from roomkeeper.http.app import AppSettings, create_app
-from roomkeeper.http.fastpath import AsgiHeaders, PostFastPath
+from roomkeeper.http.fastpath import PostFastPath
 from roomkeeper.testing import AsyncEmbeddedServer, serve_async
 
 ORIGINS = ("https://app.example",)
@@ -154,10 +154,3 @@ async def _leaving(url: str, app: Any, fast: Any) -> tuple[str, str]:
             answers.append(await _asgi(via, "/api/leave", b"room=parity", headers, body))
     assert answers[0] == answers[1] and answers[0][0] == 200, answers
     return sessions[0]
-
-
-def test_asgi_headers_are_looked_up_without_case() -> None:
-    headers = AsgiHeaders([(b"content-length", b"12"), (b"x-token", b"a"), (b"x-token", b"b")])
-    assert headers.get("Content-Length") == "12"
-    assert headers.get("X-TOKEN") == "a"  # the first, as Werkzeug's Headers.get
-    assert headers.get("Authorization") is None

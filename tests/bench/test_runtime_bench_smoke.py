@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[3] / "bench" / "runtime_bench.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "runtime_bench.py"
 
 NUMBER = r"[0-9][0-9,]*(?:\.[0-9]+)?"
 

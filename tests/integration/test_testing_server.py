@@ -18,8 +18,10 @@ import httpx
 import pytest
 import trio
 
+import roomkeeper.server
 from roomkeeper.client.sse import SseDecoder, SseEvent
 from roomkeeper.config import Config, ConfigError
+from roomkeeper.runtime import MemoryBackend
 from roomkeeper.testing import (
     TEST_DEFAULTS,
     AsyncEmbeddedServer,
@@ -202,6 +204,60 @@ def test_start_up_errors_are_raised_in_the_caller() -> None:
         pass
     with pytest.raises(TypeError, match="no_such_setting"), serve(no_such_setting=1):
         pass
+
+
+class GatedBackend(MemoryBackend):
+    """In-memory storage whose opening waits for ``gate``: a start-up that hangs (as on
+    a storage that does not answer) until the test lets it go on."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__()
+        self.gate = gate
+
+    async def open(self) -> None:
+        await trio.to_thread.run_sync(self.gate.wait, abandon_on_cancel=True)
+        await super().open()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_a_start_up_that_times_out_leaves_no_thread_and_no_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gate = threading.Event()
+    monkeypatch.setattr(roomkeeper.server, "make_backend", lambda config: GatedBackend(gate))
+    port = free_port()
+    before = embedded_threads()
+    with (
+        pytest.raises(TimeoutError, match=r"did not start in 0\.5 s"),
+        serve(port=port, start_timeout=0.5),
+    ):
+        pytest.fail("the block must not run")
+    gate.set()  # a start-up still going on would now finish and listen
+    assert embedded_threads() == before
+    with socket.socket() as again:  # nobody listens there, nobody holds it
+        again.bind(("127.0.0.1", port))
+
+
+def test_a_call_into_the_server_that_times_out_is_cancelled_there(
+    roomkeeper_server: EmbeddedServer,
+) -> None:
+    ended = threading.Event()
+
+    async def hang(system: object) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            ended.set()
+
+    with pytest.raises(TimeoutError):
+        roomkeeper_server._in_server(hang, timeout=0.2)
+    assert ended.wait(10), "the call is still running in the server's loop"
 
 
 def test_embedded_config_layers() -> None:

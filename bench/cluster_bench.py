@@ -124,9 +124,13 @@ def nginx_in_front(ports: list[int]) -> Iterator[Nginx]:
 
 def start_postgres() -> PostgresServer:
     pg = PostgresServer.start()
-    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
-        conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
-    pg.restart()
+    try:
+        with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+        pg.restart()
+    except BaseException:
+        pg.close()
+        raise
     return pg
 
 

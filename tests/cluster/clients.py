@@ -66,7 +66,6 @@ class EventSource:
         self.errors: list[str] = []  # network errors (a browser retries those)
         self.session_id: str | None = None
         self.token: str | None = None
-        self.closed = trio.Event()
         self._changed = trio.Event()
 
     # -- what was seen -------------------------------------------------------------------
@@ -93,18 +92,14 @@ class EventSource:
                 await self._changed.wait()
 
     # -- the loop ------------------------------------------------------------------------
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        started = False
+    async def run(self) -> None:
+        """Connect, read, reconnect after ``retry:``, until cancelled or refused."""
         try:
             while True:
-                ok = await self._one_connection()
-                if not started and self.session_id is not None:
-                    started = True
-                if not ok:
-                    return
+                if not await self._one_connection():
+                    return  # a browser's EventSource gives up on any answer but 200
                 await trio.sleep(self.retry)
         finally:
-            self.closed.set()
             self._notify()
 
     async def wait_session(self, wait: float = 10) -> None:

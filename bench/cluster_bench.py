@@ -379,6 +379,9 @@ def main() -> int:
     parser.add_argument("--save", type=Path, help="write the raw results here (JSON)")
     args = parser.parse_args()
     rounds_n = 1 if args.quick else args.rounds
+    commit = subprocess.run(  # the code measured: read before anything runs
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
     pg = start_postgres()
     try:
         rounds = []
@@ -394,9 +397,6 @@ def main() -> int:
         once = statements_and_connects(args, pg)
     finally:
         pg.close()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
     result = {"machine": machine(), "commit": commit, "rounds": rounds, "once": once}
     report = table(rounds, once)
     print(report, file=sys.stderr)

@@ -10,6 +10,11 @@ Clients: ``httpx`` for ordinary requests and event streams (``EventStream`` read
 strictly: every event must carry exactly one ``id``, ``event`` and ``data`` line, and ids
 must grow), and ``RawConnection`` for what httpx cannot send (chunked or lying bodies,
 missing ``Content-Length``, raw bytes in the request target, pipelining).
+
+With ROOMKEEPER_TEST_CLUSTER=1 (CI's second pass), every shared server (``start_shared``)
+is a 3-node cluster on PostgreSQL behind nginx (docs/nginx/cluster.conf) instead of one
+process, and only the tests that reach the API through a shared server run: see
+``pytest_collection_modifyitems`` for what is left out, and why.
 """
 
 from __future__ import annotations
@@ -43,6 +48,43 @@ MANY_CLIENTS = {
 }
 HEARTBEAT = 1.0
 GRACE = 2.0
+
+CLUSTER = os.environ.get("ROOMKEEPER_TEST_CLUSTER") == "1"
+# The modules whose tests talk to the API through a shared server: the cluster pass runs
+# these. The others inspect one process (metrics, admin view, logs, faults injected in it,
+# restarts and signals of it, its per-address limits), run no server of this file, or test
+# the HTTP front door (raw framing, floods, slow clients: test_abuse, test_fuzz), which is
+# nginx in front of a cluster.
+CLUSTER_MODULES = {
+    "test_connect",
+    "test_http",
+    "test_leave",
+    "test_presence",
+    "test_reconnect",
+    "test_scenario",
+    "test_security",
+    "test_signal",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In the cluster pass: skip what cannot run against a cluster, saying why."""
+    if not CLUSTER:
+        return
+    for item in items:
+        if item.path.parent.name != "integration":
+            continue
+        module = item.path.stem
+        marker = item.get_closest_marker("single_process")
+        if module not in CLUSTER_MODULES:
+            reason = "inspects or controls one process (module not in CLUSTER_MODULES)"
+        elif "server_factory" in getattr(item, "fixturenames", ()):
+            reason = "starts its own process, with flags of its own, to restart or signal it"
+        elif marker is not None:
+            reason = str(marker.args[0] if marker.args else "holds for one process only")
+        else:
+            continue
+        item.add_marker(pytest.mark.skip(reason=f"cluster pass: {reason}"))
 
 
 # --- the server process --------------------------------------------------------------------
@@ -145,6 +187,10 @@ def server(server_factory: ServerFactory) -> ServerProcess:
 
 def start_shared(tmp: Path, **flags: str) -> ServerProcess:
     merged = {**FAST, **MANY_CLIENTS, "--storage": "memory", **_flags(flags)}
+    if CLUSTER:
+        from ..cluster.harness import ClusterServer
+
+        return ClusterServer(tmp, merged)  # type: ignore[return-value]
     server = ServerProcess(merged, tmp / "server.log")
     server.start()
     return server

@@ -28,6 +28,10 @@ from .conftest import (
     wall_ms,
 )
 
+FRONT_DOOR = pytest.mark.single_process(
+    "HTTP framing and connection handling are nginx's in front of a cluster (docs/scaling.md)"
+)
+
 # --- room names ---------------------------------------------------------------------------
 
 
@@ -118,6 +122,7 @@ async def test_rooms_are_separate(client: httpx.AsyncClient, base: str) -> None:
 # --- the stream's headers and framing ------------------------------------------------------
 
 
+@pytest.mark.single_process("nginx consumes X-Accel-Buffering, which roomkeeper sends for it")
 async def test_stream_headers_on_http11(client: httpx.AsyncClient, base: str, room: str) -> None:
     async with join(client, base, room) as peer:
         headers = peer.stream.headers
@@ -130,6 +135,7 @@ async def test_stream_headers_on_http11(client: httpx.AsyncClient, base: str, ro
         assert "content-length" not in headers
 
 
+@FRONT_DOOR
 async def test_stream_headers_on_http2_have_no_connection_header(base: str, room: str) -> None:
     async with (
         httpx.AsyncClient(http1=False, http2=True) as h2,

@@ -35,6 +35,10 @@ from .conftest import (
     sync,
 )
 
+FRONT_DOOR = pytest.mark.single_process(
+    "HTTP framing and connection handling are nginx's in front of a cluster (docs/scaling.md)"
+)
+
 ORIGIN = "https://page.example"
 
 # --- CORS with the default "*" ----------------------------------------------------------------
@@ -453,6 +457,7 @@ async def test_connection_stays_usable_after_a_refused_post(
             assert (await conn.response(wait=2)).status == 200
 
 
+@FRONT_DOOR
 @pytest.mark.parametrize(
     ("headers", "body", "status"),
     [
@@ -481,6 +486,7 @@ async def test_post_refused_from_its_headers_closes_the_connection(
 CHUNKED = {"Transfer-Encoding": "chunked"}
 
 
+@FRONT_DOOR
 @pytest.mark.parametrize("path", ["/api/signal", "/api/leave"])
 async def test_a_chunked_post_with_a_request_behind_it_gets_its_whole_answer(
     shared_server: ServerProcess, path: str
@@ -504,6 +510,7 @@ async def test_a_chunked_post_with_a_request_behind_it_gets_its_whole_answer(
             assert await conn.closed_within(5)
 
 
+@FRONT_DOOR
 @pytest.mark.parametrize("path", ["/api/signal", "/api/leave"])
 async def test_an_http10_post_with_a_request_behind_it_gets_json(
     shared_server: ServerProcess, path: str
@@ -551,6 +558,7 @@ async def test_many_requests_on_one_keep_alive_connection(
         assert [e.data["signal"]["n"] for e in await sync(client, b)] == list(range(30))
 
 
+@FRONT_DOOR
 async def test_signal_and_leave_over_http2(base: str, room: str) -> None:
     async with (
         httpx.AsyncClient(http1=False, http2=True, timeout=10) as h2,

@@ -173,6 +173,7 @@ def _grace_from(expires_at: float, dropped_after: float, seen_by: float) -> None
     assert dropped_after - CLOCKS <= expires_at - GRACE <= seen_by + CLOCKS
 
 
+@pytest.mark.single_process("reads the admin view, which is per node (cluster.conf refuses it)")
 async def test_each_drop_starts_a_new_grace_period(
     client: httpx.AsyncClient, base: str, room: str
 ) -> None:

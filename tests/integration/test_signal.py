@@ -30,6 +30,10 @@ from .conftest import (
     sync,
 )
 
+FRONT_DOOR = pytest.mark.single_process(
+    "HTTP framing and connection handling are nginx's in front of a cluster (docs/scaling.md)"
+)
+
 MAX_BODY = 102_400
 
 
@@ -50,6 +54,7 @@ async def received(client: httpx.AsyncClient, peer: Peer) -> list[Any]:
 # --- 411 and 413: decided before the body is read -------------------------------------------
 
 
+@FRONT_DOOR
 @pytest.mark.parametrize("path", ["signal", "leave"])
 async def test_chunked_body_is_411(shared_server: ServerProcess, path: str) -> None:
     body = b'{"sender": "x"}'
@@ -80,6 +85,7 @@ async def test_no_content_length_is_411_before_anything_else(
     assert set(response.json()) == {"error"}
 
 
+@FRONT_DOOR
 @pytest.mark.parametrize("path", ["signal", "leave"])
 @pytest.mark.parametrize("length", [MAX_BODY + 1, 200_000, 2**40])
 async def test_oversized_content_length_is_413_without_reading_the_body(

@@ -106,11 +106,6 @@ async def test_an_orphaned_grace_expiry_fires_with_nobody_connected(
         nursery.cancel_scope.cancel()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server gap (reported): a dead node's open streams leave no alarm, so no live "
-    "node activates the room and its sessions stay until someone visits it",
-)
 async def test_sessions_of_a_node_killed_with_its_clients_expire(
     healthy: Cluster, http: httpx.AsyncClient
 ) -> None:

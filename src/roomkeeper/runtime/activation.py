@@ -85,9 +85,10 @@ class Activation:
             self.storage = Storage(record.values, record.alarm)
             self.instance = self.namespace.actor_class(ActorContext(self, self.storage))
             self.system._activated(self, cause)
-            if record.alarm is not None and cause is not Kind.ALARM:
-                # Armed here too: its node may have died (an alarm that wakes the actor
-                # is being handled now, so it needs no arming).
+            due = record.alarm is not None and record.alarm <= self.system.clock.now()
+            if record.alarm is not None and not (cause is Kind.ALARM and due):
+                # Armed here too: its node may have died (a due alarm that wakes the
+                # actor is being handled now, so it needs no arming).
                 self.system.alarms.set(self.actor_id, record.alarm)
             for stored in record.streams:  # left open by a node that no longer serves it
                 if self.system.streams.get(stored.stream_id) is None:

@@ -71,8 +71,9 @@ class LeaseStore(Protocol):
         ...
 
     async def due_alarms(self, limit: int) -> list[ActorId]:
-        """Actors whose stored alarm is due and whose lease is free or expired (their
-        node died or let go), oldest alarm first, at most ``limit``."""
+        """Actors whose lease is free or expired (their node died or let go) that need a
+        node: their stored alarm is due, or they have streams recorded open (left by a
+        node that died, whose sessions must still end); at most ``limit``."""
         ...
 
     async def check(self) -> None:

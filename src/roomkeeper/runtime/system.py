@@ -216,8 +216,9 @@ class ActorSystem:
             activation.mailbox.put_first(Envelope(Kind.LOST, None))
 
     async def _pick_up_alarms(self) -> None:
-        """Fire the due alarms of actors no node holds (their node died or let go): one
-        node wins each actor's lease on activation, the others find it elsewhere."""
+        """Wake the actors no node holds that need one (their node died or let go): a due
+        alarm fires; streams their node left open are closed as ``lost`` on activation.
+        One node wins each actor's lease, the others find it elsewhere."""
         assert self.leases is not None
         period = min(1.0, self.leases.ttl / 3)
         while True:

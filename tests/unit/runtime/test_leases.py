@@ -185,6 +185,40 @@ async def test_streams_a_dead_node_left_are_reported_lost_to_the_new_owner(
         assert not cluster.data.open_streams.get(actor().hex)
 
 
+async def test_streams_a_dead_node_left_are_closed_without_a_visit(
+    autojump_clock: Any, cluster: MemoryCluster
+) -> None:
+    """The node died with its streams open and its clients with it: no request ever comes
+    for the actor, yet a live node activates it and learns its streams are lost."""
+    b_events: list[tuple[str, Any]] = []
+    a_node, b_node = cluster.node("a", lease_ttl=TTL), cluster.node("b", lease_ttl=TTL)
+    async with system(b_node, b_events, clock=cluster.clock):
+        async with system(a_node, clock=cluster.clock) as a:
+            await a.get("counters", "r").ask(("stream", {"who": 1}))
+            a_node.fail = True
+        await trio.sleep(TTL + 2)
+        assert ("closed", ({"who": 1}, "lost")) in b_events
+        assert not cluster.data.open_streams.get(actor().hex)
+
+
+async def test_a_live_nodes_streams_are_left_to_it(
+    autojump_clock: Any, cluster: MemoryCluster
+) -> None:
+    b_events: list[tuple[str, Any]] = []
+    a_node, b_node = cluster.node("a", lease_ttl=TTL), cluster.node("b", lease_ttl=TTL)
+    async with (
+        system(b_node, b_events, clock=cluster.clock),
+        system(a_node, clock=cluster.clock, hibernate_after=2) as a,
+    ):
+        stream = a.streams.get(await a.get("counters", "r").ask(("stream", {"who": 1})))
+        assert stream is not None
+        a.nursery.start_soon(drain, a.streams.consume(stream))
+        await trio.sleep(5 * TTL)
+        assert not a.is_live(actor())  # hibernated, its stream open
+        assert not [e for e in b_events if e[0] == "closed"]
+        assert cluster.data.open_streams[actor().hex]
+
+
 async def test_a_graceful_stop_releases_every_lease(
     autojump_clock: Any, cluster: MemoryCluster
 ) -> None:

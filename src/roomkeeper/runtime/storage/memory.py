@@ -65,6 +65,10 @@ class MemoryBackend:
         await trio.lowlevel.checkpoint()
         return list(self.alarm_at.values())
 
+    def actors_with_streams(self) -> list[ActorId]:
+        """The actors with a stream recorded open."""
+        return [self.ids[key] for key, streams in self.open_streams.items() if streams]
+
     async def streams(self) -> list[StoredStream]:
         await trio.lowlevel.checkpoint()
         return [

@@ -157,11 +157,18 @@ class ClusterNode:
         await self._enter()
         now, wall = trio.current_time(), self.cluster.clock.now()
         due = []
-        for actor, when in sorted(self.cluster.data.alarm_at.values(), key=lambda a: a[1]):
+        data = self.cluster.data
+
+        def free(actor: ActorId) -> bool:
             lease = self.cluster.leases.get(actor)
-            if when <= wall and (lease is None or lease.expires_at < now):
+            return lease is None or lease.expires_at < now
+
+        for actor, when in sorted(data.alarm_at.values(), key=lambda a: a[1]):
+            if when <= wall and free(actor):
                 due.append(actor)
-        return due[:limit]
+        # and those with streams left open by a node that died: their sessions must end
+        orphans = [a for a in data.actors_with_streams() if free(a) and a not in due]
+        return (orphans + due)[:limit]
 
     async def check(self) -> None:
         await self._enter()

@@ -80,11 +80,22 @@ WHERE actor = %(actor)s AND epoch = %(epoch)s AND owner = %(me)s"""
 FENCE: Final = """
 UPDATE leases SET epoch = epoch WHERE actor = %(actor)s AND epoch = %(epoch)s AND owner = %(me)s"""
 
-DUE_ALARMS: Final = """
-SELECT a.namespace, a.name FROM actors a LEFT JOIN leases l ON l.actor = a.actor
-WHERE a.alarm IS NOT NULL AND a.alarm <= extract(epoch FROM clock_timestamp())::float8
-  AND (l.actor IS NULL OR l.expires_at < clock_timestamp())
-ORDER BY a.alarm LIMIT %(limit)s"""
+# Actors no node serves (no lease, or an expired one) that need one: a due alarm, or
+# streams left open by a node that died, whose sessions must still end. (The streams
+# table holds open streams only.)
+_FREE: Final = "(l.actor IS NULL OR l.expires_at < clock_timestamp())"
+DUE_ALARMS: Final = f"""
+SELECT namespace, name FROM (
+  (SELECT a.namespace, a.name, a.alarm FROM actors a LEFT JOIN leases l ON l.actor = a.actor
+   WHERE a.alarm IS NOT NULL AND a.alarm <= extract(epoch FROM clock_timestamp())::float8
+     AND {_FREE}
+   ORDER BY a.alarm LIMIT %(limit)s)
+  UNION
+  (SELECT a.namespace, a.name, a.alarm FROM actors a LEFT JOIN leases l ON l.actor = a.actor
+   WHERE EXISTS (SELECT 1 FROM streams s WHERE s.actor = a.actor) AND {_FREE}
+   LIMIT %(limit)s)
+) due
+ORDER BY alarm NULLS FIRST LIMIT %(limit)s"""
 
 # --- state -------------------------------------------------------------------------------
 

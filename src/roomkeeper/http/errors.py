@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 
 import orjson
 
-from ..runtime import HandlerError, Overloaded, RuntimeFailure, StorageError
+from ..answers import failure_answer, retry_after
+from ..runtime import RuntimeFailure
 
 __all__ = [
     "ApiError",
@@ -44,25 +44,13 @@ def error_response(err: ApiError) -> tuple[bytes, int, dict[str, str]]:
     return body, err.status, headers
 
 
-def retry_after(seconds: float) -> dict[str, str]:
-    """A `Retry-After` header in whole seconds, rounded up, at least 1."""
-    whole = math.ceil(seconds) if math.isfinite(seconds) else 1
-    return {"Retry-After": str(max(1, whole))}
-
-
 def method_not_allowed(allowed: Iterable[str]) -> ApiError:
     """A 405 with its required `Allow` header."""
     return ApiError(405, "method not allowed", {"Allow": ", ".join(allowed)})
 
 
 def runtime_failure(exc: RuntimeFailure) -> ApiError | None:
-    """The answer to an `ask` the runtime failed: `503` with `Retry-After` when the actor
-    is overloaded or its storage failed, `500` when its handler raised; None for a failure
-    this layer has no answer for (the caller lets it propagate)."""
-    if isinstance(exc, Overloaded):
-        return ApiError(503, f"Service Unavailable: {exc}", retry_after(exc.retry_after))
-    if isinstance(exc, StorageError):
-        return ApiError(503, "Service Unavailable: storage failed", {"Retry-After": "1"})
-    if isinstance(exc, HandlerError):
-        return ApiError(500, "Internal Server Error: the room failed")
-    return None
+    """The answer to an `ask` the runtime failed (see `roomkeeper.answers`); None for a
+    failure this layer has no answer for (the caller lets it propagate)."""
+    answer = failure_answer(exc, "the room failed")
+    return None if answer is None else ApiError(answer.status, answer.reason, answer.headers)

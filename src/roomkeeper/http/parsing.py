@@ -27,7 +27,6 @@ __all__ = [
     "connect_credentials",
     "ice_credentials",
     "last_event_id",
-    "page_limit",
     "parse_json_object",
     "parse_query",
     "post_body_size",
@@ -256,20 +255,6 @@ def last_event_id(query: Mapping[str, str], headers: HeaderLookup) -> int | None
 
 
 # --- paging --------------------------------------------------------------------------------
-
-
-def page_limit(text: str | None, *, default: int, maximum: int) -> int:
-    """A page size parameter: absent or empty is `default`; otherwise ASCII decimal digits
-    only (`str.isdigit` would take "²" or Arabic-Indic digits) from 1 to `maximum`, else
-    400."""
-    if not text:
-        return default
-    if len(text) > len(str(maximum)) or not _DIGITS.fullmatch(text):
-        raise ApiError(400, f"limit must be an integer from 1 to {maximum}")
-    value = int(text)
-    if not 1 <= value <= maximum:
-        raise ApiError(400, f"limit must be an integer from 1 to {maximum}")
-    return value
 
 
 def ticket_from(query: Mapping[str, str], headers: HeaderLookup) -> str | None:

@@ -16,21 +16,14 @@ nothing of rooms, nor of ``roomkeeper.http``; its errors have the API's shape,
 from __future__ import annotations
 
 import hmac
-import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from quart import Response, request
 
+from ..answers import failure_answer, page_size
 from ..jsonutil import dumps
-from ..runtime import (
-    ActorSystem,
-    Elsewhere,
-    HandlerError,
-    Overloaded,
-    StorageError,
-    WallClock,
-)
+from ..runtime import ActorSystem, Elsewhere, RuntimeFailure, StorageError, WallClock
 from ..runtime.ids import ActorId
 
 __all__ = ["DEFAULT_PAGE", "MAX_PAGE", "ActivityTracker", "AdminError", "AdminView"]
@@ -119,7 +112,7 @@ class AdminView:
         try:
             names = await self.system.backend.names(self.namespace, after=after, limit=limit)
         except StorageError as exc:
-            raise _storage_failed() from exc
+            raise _failed(exc, "storage failed") from exc
         actors = [self._facts(self.system.get(self.namespace, name).id) for name in names]
         more = len(names) == limit
         return {"actors": actors, "next": names[-1] if more and names else None}
@@ -134,17 +127,10 @@ class AdminView:
                 if not record.values and record.alarm is None:
                     raise AdminError(404, "nothing stored under that name")
             view = await stub.describe()
-        except Overloaded as exc:
-            wait = str(max(1, math.ceil(exc.retry_after)))
-            raise AdminError(503, f"Service Unavailable: {exc}", {"Retry-After": wait}) from exc
         except Elsewhere as exc:  # ask the node that serves it
             raise AdminError(421, f"Misdirected Request: {exc}") from exc
-        except StorageError as exc:
-            raise _storage_failed() from exc
-        except HandlerError as exc:
-            raise AdminError(
-                500, "Internal Server Error: the actor failed to describe itself"
-            ) from exc
+        except RuntimeFailure as exc:
+            raise _failed(exc, "the actor failed to describe itself") from exc
         return {**facts, "view": view}
 
     def _facts(self, actor: ActorId) -> dict[str, Any]:
@@ -171,18 +157,18 @@ async def _answer(view: Callable[[], Awaitable[dict[str, Any]]]) -> Response:
     return Response(dumps(body), status=status, headers={**JSON, **headers})
 
 
-def _storage_failed() -> AdminError:
-    return AdminError(503, "Service Unavailable: storage failed", {"Retry-After": "1"})
+def _failed(exc: RuntimeFailure, failed: str) -> AdminError:
+    answer = failure_answer(exc, failed)
+    if answer is None:
+        raise exc
+    return AdminError(answer.status, answer.reason, answer.headers)
 
 
 def page(query: Mapping[str, str]) -> tuple[str, int]:
     """``after`` (default: from the start) and ``limit`` (1 to ``MAX_PAGE``, default
     ``DEFAULT_PAGE``; ASCII digits only, else 400)."""
-    after = query.get("after", "")
-    text = query.get("limit", "")
-    if not text:
-        return after, DEFAULT_PAGE
-    digits = len(text) <= len(str(MAX_PAGE)) and text.isascii() and text.isdigit()
-    if not digits or not 1 <= int(text) <= MAX_PAGE:
-        raise AdminError(400, f"limit must be an integer from 1 to {MAX_PAGE}")
-    return after, int(text)
+    try:
+        limit = page_size(query.get("limit"), default=DEFAULT_PAGE, maximum=MAX_PAGE)
+    except ValueError as exc:
+        raise AdminError(400, str(exc)) from None
+    return query.get("after", ""), limit

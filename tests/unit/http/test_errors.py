@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import orjson
 import pytest
 
@@ -11,7 +9,6 @@ from roomkeeper.http.errors import (
     ApiError,
     error_response,
     method_not_allowed,
-    retry_after,
     runtime_failure,
 )
 from roomkeeper.runtime import (
@@ -58,14 +55,6 @@ def test_api_error_is_an_exception_with_fields() -> None:
     err = ApiError(405, "x", headers)
     headers["Allow"] = "changed"
     assert err.headers == {"Allow": "GET"}
-
-
-@pytest.mark.parametrize(
-    ("seconds", "header"),
-    [(0.0, "1"), (0.01, "1"), (1.0, "1"), (1.2, "2"), (59.99, "60"), (-3, "1"), (math.inf, "1")],
-)
-def test_retry_after_whole_seconds(seconds: float, header: str) -> None:
-    assert retry_after(seconds) == {"Retry-After": header}
 
 
 def test_method_not_allowed_carries_allow() -> None:

@@ -17,7 +17,6 @@ from roomkeeper.http.parsing import (
     check_uuid,
     connect_credentials,
     last_event_id,
-    page_limit,
     post_credentials,
     room_from,
     signal_fields,
@@ -435,43 +434,3 @@ def test_last_event_id_big_values_kept_exact() -> None:
     big = "9" * 80
     assert last_event_id({}, h(Last_Event_ID=big)) == int(big)
     assert last_event_id({}, h(Last_Event_ID="000123")) == 123
-
-
-# --- page_limit ----------------------------------------------------------------------------
-
-
-def test_page_limit_absent_or_empty_is_the_default() -> None:
-    assert page_limit(None, default=100, maximum=1000) == 100
-    assert page_limit("", default=100, maximum=1000) == 100
-
-
-@pytest.mark.parametrize(("text", "value"), [("1", 1), ("42", 42), ("1000", 1000), ("0007", 7)])
-def test_page_limit_ascii_digits(text: str, value: int) -> None:
-    assert page_limit(text, default=100, maximum=1000) == value
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["0", "1001", "-1", "+5", " 5", "5 ", "1e3", "0x10", "\u00b2", "\u0663", "\uff15", "99999"],
-    ids=[
-        "zero",
-        "over",
-        "minus",
-        "plus",
-        "space-before",
-        "space-after",
-        "exponent",
-        "hex",
-        "superscript-two",
-        "arabic-indic-three",
-        "fullwidth-five",
-        "five-digits",
-    ],
-)
-def test_page_limit_anything_else_is_400(text: str) -> None:
-    """str.isdigit() takes "²" (int() then fails: a 500) and Arabic-Indic digits (which
-    int() reads): only ASCII digits are a page size."""
-    with pytest.raises(ApiError) as info:
-        page_limit(text, default=100, maximum=1000)
-    assert info.value.status == 400
-    assert "from 1 to 1000" in info.value.message

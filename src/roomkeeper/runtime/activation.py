@@ -1,10 +1,15 @@
-"""One live actor: its task, mailbox, instance and the per-message transaction."""
+"""One live actor: its task, mailbox, instance and the per-message transaction.
+
+An activation sees the system that runs it only through `Host`, the small interface below
+(`ActorSystem` is the one implementation), in the manner of hypercorn's protocol classes
+and their ``WorkerContext``; the system sees an activation through its mailbox, ``run``
+and the few fields `Host` methods read."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import outcome
 import trio
@@ -18,12 +23,56 @@ from .storage import Storage
 from .streams import StreamInfo
 
 if TYPE_CHECKING:
-    from .system import ActorSystem, Namespace
+    from .alarms import AlarmScheduler
+    from .clock import WallClock
+    from .leases import LeaseTable
+    from .storage import ActorRecord, WriteSet
+    from .streams import StreamRegistry
+    from .system import Namespace, RuntimeConfig
+    from .trace import Observer
 
 log = logging.getLogger("roomkeeper.runtime")
 
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 """Back-off for system events (alarms, stream closes) whose handler failed."""
+
+
+class Host(Protocol):
+    """What an activation needs from the system that runs it."""
+
+    config: RuntimeConfig
+    clock: WallClock
+    streams: StreamRegistry
+    alarms: AlarmScheduler
+    leases: LeaseTable | None
+    observers: list[Observer]
+    new_stream_id: Callable[[], str]
+
+    def trace(self, kind: str, actor: ActorId, **fields: Any) -> None: ...
+
+    async def load(self, actor: ActorId) -> ActorRecord:
+        """The actor's committed state."""
+        ...
+
+    async def commit(self, actor: ActorId, writes: WriteSet) -> None:
+        """Make ``writes`` durable, then arm the alarm they set (raises `StorageError`)."""
+        ...
+
+    def activated(self, activation: Activation, cause: Kind) -> None:
+        """The actor was rebuilt from storage (``cause``: what woke it)."""
+        ...
+
+    def hibernated(self, activation: Activation, empty: bool) -> None:
+        """The actor was dropped from memory (``empty``: nothing stored, no stream)."""
+        ...
+
+    def retired(self, activation: Activation) -> None:
+        """The activation's task ends: it takes no more envelopes."""
+        ...
+
+    def retry_later(self, actor: ActorId, envelope: Envelope) -> None:
+        """Deliver a failed system event (alarm, stream closed) again, with back-off."""
+        ...
 
 
 class Activation:
@@ -33,19 +82,19 @@ class Activation:
         "actor_id",
         "after",
         "elsewhere",
+        "host",
         "instance",
         "mailbox",
         "namespace",
         "storage",
-        "system",
         "wake",
     )
 
-    def __init__(self, system: ActorSystem, namespace: Namespace, actor_id: ActorId) -> None:
-        self.system = system
+    def __init__(self, host: Host, namespace: Namespace, actor_id: ActorId) -> None:
+        self.host = host
         self.namespace = namespace
         self.actor_id = actor_id
-        self.mailbox = Mailbox(system.config.mailbox_size)
+        self.mailbox = Mailbox(host.config.mailbox_size)
         self.instance: Actor | None = None
         self.storage: Storage | None = None
         self.wake: str | None = None
@@ -54,7 +103,7 @@ class Activation:
 
     async def run(self) -> None:
         """Handle envelopes until idle for ``hibernate_after`` (or told to stop)."""
-        idle = self.system.config.hibernate_after
+        idle = self.host.config.hibernate_after
         try:
             while True:
                 envelope = await self.mailbox.get(idle)
@@ -73,25 +122,25 @@ class Activation:
                         return  # served by another node: nothing to keep here
         finally:
             self._reset()  # no activation <-> actor cycle left for the cyclic GC
-            self.system._retire(self)
+            self.host.retired(self)
 
     # -- lifecycle -------------------------------------------------------------------
     async def _ensure_instance(self, cause: Kind) -> Actor:
-        leases = self.system.leases
+        leases = self.host.leases
         if self.instance is None:
             if leases is not None:
                 await leases.acquire(self.actor_id)  # Elsewhere: another node serves it
-            record = await self.system.backend.load(self.actor_id)
+            record = await self.host.load(self.actor_id)
             self.storage = Storage(record.values, record.alarm)
-            self.instance = self.namespace.actor_class(ActorContext(self, self.storage))
-            self.system._activated(self, cause)
-            due = record.alarm is not None and record.alarm <= self.system.clock.now()
+            self.instance = self.namespace.actor_class(ActorContext(self, self.storage, self.host))
+            self.host.activated(self, cause)
+            due = record.alarm is not None and record.alarm <= self.host.clock.now()
             if record.alarm is not None and not (cause is Kind.ALARM and due):
                 # Armed here too: its node may have died (a due alarm that wakes the
                 # actor is being handled now, so it needs no arming).
-                self.system.alarms.set(self.actor_id, record.alarm)
+                self.host.alarms.set(self.actor_id, record.alarm)
             for stored in record.streams:  # left open by a node that no longer serves it
-                if self.system.streams.get(stored.stream_id) is None:
+                if self.host.streams.get(stored.stream_id) is None:
                     info = StreamInfo(stored.stream_id, loads(stored.attachment), stored.last_id)
                     self.mailbox.put(Envelope(Kind.STREAM_CLOSED, (info, "lost")))
         elif leases is not None and not leases.holds(self.actor_id):
@@ -121,16 +170,16 @@ class Activation:
         if len(self.mailbox):
             return False
         storage = self.storage
-        streams = self.system.streams.of(self.actor_id)
+        streams = self.host.streams.of(self.actor_id)
         empty = storage is not None and storage.empty and not streams
-        leases = self.system.leases
+        leases = self.host.leases
         if leases is not None and not streams:
             # Nothing holds the actor to this node: any node may activate it next.
             await leases.release(self.actor_id)
             if len(self.mailbox):  # work arrived meanwhile: start again from storage
                 self._reset()
                 return False
-        self.system._hibernated(self, empty)
+        self.host.hibernated(self, empty)
         return True
 
     async def _stop(self) -> None:
@@ -143,7 +192,7 @@ class Activation:
     # -- one envelope ----------------------------------------------------------------
     async def _handle(self, envelope: Envelope) -> None:
         kind = envelope.kind
-        self.system.stats_for(self.namespace).on_dequeue(envelope)
+        self.namespace.stats.on_dequeue(envelope)
         if kind is Kind.MESSAGE:
             message = envelope.message
             await self._transact(envelope, lambda actor: receive(actor, message))
@@ -158,19 +207,19 @@ class Activation:
                 await actor.on_stream_closed(info, reason)
 
             if not await self._transact(envelope, closed) and not self.elsewhere:
-                self.system._retry_later(self.actor_id, envelope)
+                self.host.retry_later(self.actor_id, envelope)
 
     async def _alarm(self, envelope: Envelope) -> None:
         async def fire(actor: Actor) -> None:
             assert self.storage is not None
             due = self.storage.alarm
-            if due is None or due > self.system.clock.now():
+            if due is None or due > self.host.clock.now():
                 return  # deleted or moved since it was scheduled
             self.storage.set_alarm(None)
             await actor.on_alarm()
 
         if not await self._transact(envelope, fire) and not self.elsewhere:
-            self.system._retry_later(self.actor_id, envelope)
+            self.host.retry_later(self.actor_id, envelope)
 
     async def _transact(self, envelope: Envelope | None, body: Any) -> bool:
         """Run ``body(actor)``; commit its writes; only then reply (the output gate)."""
@@ -201,8 +250,8 @@ class Activation:
         self.elsewhere = False
         took = trio.current_time() - started
         if envelope is not None:
-            self.system.stats_for(self.namespace).on_handled(took)
-        if self.system.observers:
+            self.namespace.stats.on_handled(took)
+        if self.host.observers:
             self._trace_handled(envelope, took, ok=True, wrote=wrote)
         if envelope is not None:
             envelope.resolve(outcome.Value(result))
@@ -217,12 +266,12 @@ class Activation:
         if not writes:
             return False
         try:
-            await self.system._commit(self.actor_id, writes)
+            await self.host.commit(self.actor_id, writes)
         except StorageError as exc:
             log.error("commit failed in actor %s: %s", self.actor_id, exc)
             self._close_uncommitted(writes.streams_added)
-            if isinstance(exc, Fenced) and self.system.leases is not None:
-                self.system.leases.lose(self.actor_id, fenced=True)
+            if isinstance(exc, Fenced) and self.host.leases is not None:
+                self.host.leases.lose(self.actor_id, fenced=True)
             raise
         if self.storage is not None:
             self.storage.apply(writes)
@@ -233,7 +282,7 @@ class Activation:
     ) -> None:
         what = envelope.kind.value if envelope is not None else "hibernate"
         wait = envelope.waited if envelope is not None else 0.0
-        self.system.trace(
+        self.host.trace(
             "handled", self.actor_id, what=what, wait=wait, took=took, ok=ok, wrote=wrote
         )
 
@@ -244,8 +293,8 @@ class Activation:
             error.__cause__ = cause
         self.elsewhere = isinstance(error, Elsewhere)
         if not self.elsewhere:
-            self.system.stats_for(self.namespace).errors += 1
-        if self.system.observers:
+            self.namespace.stats.errors += 1
+        if self.host.observers:
             self._trace_handled(envelope, 0.0, ok=False, wrote=False)
         if self.storage is not None:
             self._close_uncommitted(self.storage.pending.streams_added)
@@ -255,7 +304,7 @@ class Activation:
         return False
 
     def _close_uncommitted(self, added: dict[str, bytes]) -> None:
-        registry = self.system.streams
+        registry = self.host.streams
         for stream_id in added:
             stream = registry.get(stream_id)
             if stream is not None:

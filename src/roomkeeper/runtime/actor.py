@@ -12,22 +12,23 @@ from .storage.view import encode
 from .streams import Stream, StreamInfo
 
 if TYPE_CHECKING:
-    from .activation import Activation
+    from .activation import Activation, Host
 
 
 class ActorContext:
     """An actor's handle on the runtime: its id, storage, alarm, streams and clock."""
 
-    def __init__(self, activation: Activation, storage: Storage) -> None:
+    def __init__(self, activation: Activation, storage: Storage, host: Host) -> None:
         self._activation = activation
-        self._streams = activation.system.streams
+        self._host = host
+        self._streams = host.streams
         self.id: ActorId = activation.actor_id
         self.storage = storage
         self.env: Any = activation.namespace.env
 
     def now(self) -> float:
         """Wall-clock epoch seconds (mock time under ``MockClock``)."""
-        return self._activation.system.clock.now()
+        return self._host.clock.now()
 
     # -- alarms ----------------------------------------------------------------------
     @property
@@ -53,7 +54,7 @@ class ActorContext:
         """Open a runtime-held stream owned by this actor and return its id. Event ids on it
         start above ``id_floor`` and follow ``id_base + wall-clock µs``. The attachment (JSON)
         is stored with the actor's state as part of this message's commit."""
-        stream_id = self._activation.system.new_stream_id()
+        stream_id = self._host.new_stream_id()
         self.storage.pending.streams_added[stream_id] = encode(attachment)
         self._streams.open(stream_id, self.id, attachment, id_base, id_floor)
         return stream_id

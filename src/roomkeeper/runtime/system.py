@@ -22,7 +22,7 @@ from .ids import ActorId
 from .leases import LeaseTable, lease_store
 from .mailbox import Envelope, Kind
 from .stats import NamespaceSnapshot, NamespaceStats
-from .storage import MemoryBackend, StorageBackend, WriteSet
+from .storage import ActorRecord, MemoryBackend, StorageBackend, WriteSet
 from .storage.base import UNCHANGED
 from .streams import Stream, StreamCodec, StreamInfo, StreamLimits, StreamRegistry
 from .trace import Observer, TraceEvent
@@ -233,7 +233,8 @@ class ActorSystem:
                 if ns is not None and actor not in ns.live:
                     self._deliver_system(actor, Envelope(Kind.ALARM, None))
 
-    def _retry_later(self, actor: ActorId, envelope: Envelope) -> None:
+    # -- the activations' Host (activation.py) ---------------------------------------------
+    def retry_later(self, actor: ActorId, envelope: Envelope) -> None:
         if envelope.attempt >= len(RETRY_DELAYS):
             log.error("giving up on %s event for actor %s", envelope.kind.value, actor)
             return
@@ -246,8 +247,7 @@ class ActorSystem:
 
         self.nursery.start_soon(later)
 
-    # -- activation callbacks ----------------------------------------------------------
-    def _activated(self, activation: Activation, cause: Kind) -> None:
+    def activated(self, activation: Activation, cause: Kind) -> None:
         ns = activation.namespace
         ns.stats.activations += 1
         key = activation.actor_id.hex
@@ -259,7 +259,7 @@ class ActorSystem:
         ns.known.add(key)
         activation.wake = None
 
-    def _hibernated(self, activation: Activation, empty: bool) -> None:
+    def hibernated(self, activation: Activation, empty: bool) -> None:
         """``empty``: nothing stored, no alarm, no stream. Such an actor is as if it had
         never been (a room whose sessions all ended): it is not kept as hibernated, so
         ``known`` holds only actors with something to come back to."""
@@ -269,14 +269,17 @@ class ActorSystem:
         if self.observers:
             self.trace("hibernated", activation.actor_id)
 
-    def _retire(self, activation: Activation) -> None:
+    def retired(self, activation: Activation) -> None:
         ns = activation.namespace
         if ns.live.get(activation.actor_id) is activation:
             del ns.live[activation.actor_id]
         if not any(n.live for n in self.namespaces.values()):
             self._idle.set()
 
-    async def _commit(self, actor: ActorId, writes: WriteSet) -> None:
+    async def load(self, actor: ActorId) -> ActorRecord:
+        return await self.backend.load(actor)
+
+    async def commit(self, actor: ActorId, writes: WriteSet) -> None:
         await self.backend.commit(actor, writes)
         if writes.alarm is not UNCHANGED:
             self.alarms.set(actor, writes.alarm)  # type: ignore[arg-type]

@@ -16,8 +16,11 @@ from roomkeeper.signaling import (
     IceConfig,
     Joined,
     Leave,
+    Outbound,
+    PartlyRefused,
     Refused,
     Signal,
+    SignalBatch,
 )
 
 __all__ = [
@@ -28,8 +31,11 @@ __all__ = [
     "Inspect",
     "Joined",
     "Leave",
+    "Outbound",
+    "PartlyRefused",
     "Refused",
     "Signal",
+    "SignalBatch",
 ]
 
 

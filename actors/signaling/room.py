@@ -16,7 +16,7 @@ import attrs
 from roomkeeper.ice import IceServers
 from roomkeeper.jsonutil import dumps
 from roomkeeper.runtime import Actor, ActorContext, StreamInfo
-from roomkeeper.signaling import SessionView
+from roomkeeper.signaling import MAX_BATCH, SessionView
 
 from .budget import MemoryAccount
 from .messages import (
@@ -27,8 +27,10 @@ from .messages import (
     Inspect,
     Joined,
     Leave,
+    PartlyRefused,
     Refused,
     Signal,
+    SignalBatch,
 )
 from .records import (
     ID_SPAN,
@@ -148,6 +150,8 @@ class Room(Actor):
                 payload=message.payload,
                 request_id=message.request_id,
             )
+        elif isinstance(message, SignalBatch):
+            return self._signal_batch(now, message)
         elif isinstance(message, Connect):
             return self._connect(now, message)
         elif isinstance(message, Leave):
@@ -161,6 +165,19 @@ class Room(Actor):
         self._finish(result.effects)
         if isinstance(result, Rejected):
             return Refused(result.status, result.reason, result.retry_after)
+        return Done()
+
+    def _signal_batch(self, now: float, message: SignalBatch) -> Done | PartlyRefused:
+        if self.env.account.full:
+            no = Refused(503, "server is at its memory budget", MEMORY_RETRY_AFTER)
+            return PartlyRefused(0, no)
+        signals = [(s.to, s.payload, s.request_id) for s in message.signals]
+        taken, result = self.state.signal_batch(
+            now, sender=message.sender, token=message.token, signals=signals
+        )
+        self._finish(result.effects)
+        if isinstance(result, Rejected):
+            return PartlyRefused(taken, Refused(result.status, result.reason, result.retry_after))
         return Done()
 
     def _connect(self, now: float, message: Connect) -> Joined | Refused:
@@ -188,7 +205,9 @@ class Room(Actor):
             {"session_id": sid}, id_base=result.key * ID_SPAN, id_floor=floor
         )
         self.streams[sid] = stream_id
-        self._send_all(sid, stream_id, [self._with_ice(now, out) for out in result.stream_events])
+        self._send_all(
+            sid, stream_id, [self._with_offers(now, out) for out in result.stream_events]
+        )
         self._finish([e for e in result.effects if not isinstance(e, EndStream)])
         return Joined(stream_id, sid, result.resumed)
 
@@ -210,12 +229,14 @@ class Room(Actor):
                 views.append(view.to_json())
         return {"sessions": views}
 
-    def _with_ice(self, now: float, out: Outgoing) -> Outgoing:
-        """The ``session`` event gains the session's ``ice_servers``; others pass as they are."""
+    def _with_offers(self, now: float, out: Outgoing) -> Outgoing:
+        """The ``session`` event gains what the server offers the session: its
+        ``ice_servers``, and ``max_batch``, the most signals one POST may carry. Other
+        events pass as they are."""
         if out.event != "session" or not isinstance(out.data, dict):
             return out
         ice = self.env.ice.for_session(out.data["session_id"], now)
-        return attrs.evolve(out, data={**out.data, "ice_servers": ice})
+        return attrs.evolve(out, data={**out.data, "ice_servers": ice, "max_batch": MAX_BATCH})
 
     def _ice_servers(self, now: float, message: GetIceServers) -> IceConfig | Refused:
         """Fresh ICE servers for a live session with its token; else 403, as ``leave``."""

@@ -24,7 +24,7 @@ rules never look inside it.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -242,6 +242,27 @@ class RoomState:
         if request_id is not None:
             source.remember(request_id, config.idempotency_window)
         return Accepted(effects)
+
+    def signal_batch(
+        self,
+        now: float,
+        *,
+        sender: str,
+        token: str,
+        signals: Sequence[tuple[str, bytes, str | None]],
+    ) -> tuple[int, Accepted | Rejected]:
+        """Several signals of one sender, each ``(to, payload, request_id)``, taken in
+        order as `signal` takes them, up to the first refused: how many were taken, and
+        `Accepted` (all were) or that first `Rejected`, with the effects of all taken."""
+        effects: list[Effect] = []
+        for taken, (to, payload, request_id) in enumerate(signals):
+            result = self.signal(
+                now, sender=sender, token=token, to=to, payload=payload, request_id=request_id
+            )
+            effects += result.effects
+            if isinstance(result, Rejected):
+                return taken, attrs.evolve(result, effects=effects)
+        return len(signals), Accepted(effects)
 
     def leave(self, now: float, *, sender: str, token: str) -> Accepted | Rejected:
         """A session ends itself at once."""

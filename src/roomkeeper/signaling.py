@@ -16,16 +16,24 @@ import attrs
 from .jsonutil import dumps
 
 __all__ = [
+    "MAX_BATCH",
     "Connect",
     "Done",
     "GetIceServers",
     "IceConfig",
     "Joined",
     "Leave",
+    "Outbound",
+    "PartlyRefused",
     "Refused",
     "SessionView",
     "Signal",
+    "SignalBatch",
 ]
+
+MAX_BATCH = 32
+"""The most signals one ``POST /api/signal`` may carry in its batch form (an extension,
+announced as ``max_batch`` in the ``session`` event)."""
 
 
 @attrs.frozen
@@ -55,6 +63,25 @@ class Signal:
     to: str
     payload: bytes = attrs.field(converter=_encoded, repr=lambda p: f"<{len(p)} bytes>")
     request_id: str | None = None
+
+
+@attrs.frozen
+class Outbound:
+    """One signal of a batch: its recipient, payload (encoded, as in `Signal`) and id."""
+
+    to: str
+    payload: bytes = attrs.field(converter=_encoded, repr=lambda p: f"<{len(p)} bytes>")
+    request_id: str | None = None
+
+
+@attrs.frozen
+class SignalBatch:
+    """Several signals of one sender, taken in order up to the first the room refuses;
+    answered `Done` (all taken) or `PartlyRefused`."""
+
+    sender: str
+    token: str = attrs.field(repr=False)
+    signals: tuple[Outbound, ...]
 
 
 @attrs.frozen
@@ -101,6 +128,15 @@ class Refused:
     status: int
     reason: str
     retry_after: int | None = None
+
+
+@attrs.frozen
+class PartlyRefused:
+    """A batch not taken whole: its first ``accepted`` signals were taken, the next was
+    refused as ``refused`` says, and the ones after it were not looked at."""
+
+    accepted: int
+    refused: Refused
 
 
 @attrs.frozen

@@ -64,6 +64,7 @@ CLUSTER_MODULES = {
     "test_scenario",
     "test_security",
     "test_signal",
+    "test_signal_batch",
 }
 
 

@@ -67,6 +67,29 @@ async def test_a_room_is_served_by_one_node_through_any(
     assert "roomkeeper_leases_held 0.0" in metrics
 
 
+async def test_a_forwarded_batch_keeps_its_count_taken_or_refused(
+    client: httpx.AsyncClient, nodes: list[AsyncEmbeddedServer]
+) -> None:
+    a, b = nodes
+    room = new_room()
+    async with join(client, a.url, room) as alice, join(client, a.url, room) as bob:
+        unknown = "00000000-0000-4000-8000-000000000000"
+        body = {"sender": alice.session_id, "token": alice.token}
+        signals = [{"to": t, "signal": {"n": n}} for n, t in enumerate([bob.session_id] * 2)]
+        whole = await client.post(
+            f"{b.url}/api/signal", params={"room": room}, json={**body, "signals": signals}
+        )
+        assert whole.json() == {"success": True, "accepted": 2}
+        signals.append({"to": unknown, "signal": {"n": 2}})
+        part = await client.post(
+            f"{b.url}/api/signal", params={"room": room}, json={**body, "signals": signals}
+        )
+        assert part.status_code == 404 and part.headers[NODE_HEADER] == "a"
+        assert part.json() == {"error": "no such peer in this room", "accepted": 2}
+        got = [e.data["signal"]["n"] for e in await sync(client, bob) if e.event == "signal"]
+        assert got == [0, 1, 0, 1]
+
+
 async def test_a_forwarded_refusal_keeps_its_status_and_reason(
     client: httpx.AsyncClient, nodes: list[AsyncEmbeddedServer]
 ) -> None:

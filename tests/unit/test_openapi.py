@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
+from roomkeeper.signaling import MAX_BATCH
+
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = Path(__file__).resolve().parent / "contract" / "openapi.json"
 SHARED_SPEC = ROOT.parent / "shared" / "spec" / "openapi.json"
@@ -140,3 +142,8 @@ def test_every_addition_is_marked_as_ours(doc: dict[str, Any]) -> None:
     for kind, items in doc["components"].items():
         for name, item in items.items():
             assert _marked(doc, item), f"components/{kind}/{name}"
+
+
+def test_the_batch_limit_is_the_servers(doc: dict[str, Any]) -> None:
+    body = doc["paths"]["/api/signal"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["properties"]["signals"]["maxItems"] == MAX_BATCH

@@ -29,7 +29,16 @@ from ..observe import install as install_observability
 from ..observe.hooks import note_room
 from ..runtime import ActorSystem, Elsewhere, RuntimeFailure, StorageError
 from ..runtime.streams import Stream
-from ..signaling import Connect, GetIceServers, IceConfig, Leave, Refused, Signal
+from ..signaling import (
+    Connect,
+    GetIceServers,
+    IceConfig,
+    Leave,
+    PartlyRefused,
+    Refused,
+    Signal,
+    SignalBatch,
+)
 from .addresses import ClientAddresses, address_key
 from .budgets import STREAMS_RETRY_AFTER, AddressLimits, StreamSlot
 from .cors import CorsPolicy
@@ -38,6 +47,7 @@ from .forward import NODE_HEADER, Hop, Peers, Relayed
 from .parsing import (
     MAX_BODY,
     HeaderLookup,
+    batch_fields,
     connect_credentials,
     ice_credentials,
     last_event_id,
@@ -192,9 +202,12 @@ class Api:
             if isinstance(exc, StorageError):
                 log.error("storage error in room %s: %s", stub.id, exc)
             raise answer from exc
+        taken = None
+        if isinstance(reply, PartlyRefused):  # a batch: say how many of it were taken
+            taken, reply = {"accepted": reply.accepted}, reply.refused
         if isinstance(reply, Refused):
             extra = {} if reply.retry_after is None else {"Retry-After": str(reply.retry_after)}
-            raise ApiError(reply.status, reply.reason, extra)
+            raise ApiError(reply.status, reply.reason, extra, taken)
         return reply
 
     async def _post(
@@ -216,6 +229,10 @@ class Api:
         self, room: str, body: Mapping[str, Any], headers: HeaderLookup, via: Via
     ) -> PostAnswer:
         sender, token = post_credentials(body, headers)
+        if "signals" in body:  # the batch form (an extension)
+            batch = SignalBatch(sender, token, batch_fields(body))
+            taken = dumps({"success": True, "accepted": len(batch.signals)})
+            return await self._post(room, batch, via, lambda _: taken)
         to, payload, request_id = signal_fields(body)
         return await self._post(room, Signal(sender, token, to, payload, request_id), via)
 
@@ -440,11 +457,12 @@ async def _answer_of(relayed: Relayed) -> PostAnswer:
     if relayed.status == 200:
         return body, passed
     try:
-        message = loads_untrusted(body).get("error")
+        fields = loads_untrusted(body)
+        message = fields.pop("error", None)
     except Exception:
-        message = None
+        fields, message = {}, None
     reason = message if isinstance(message, str) else "Bad Gateway: the room's node failed"
-    raise ApiError(relayed.status, reason, passed)
+    raise ApiError(relayed.status, reason, passed, fields)
 
 
 _PASSED_ON = ("retry-after", NODE_HEADER.lower())

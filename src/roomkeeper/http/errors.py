@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import orjson
 
@@ -19,16 +20,24 @@ __all__ = [
 
 
 class ApiError(Exception):
-    """An HTTP error answer: `status`, a human-readable `message`, extra `headers`.
+    """An HTTP error answer: `status`, a human-readable `message`, extra `headers`, and
+    extra `fields` of the JSON body (a partly taken batch's ``accepted``, say).
 
     The message is sent to the client: it must never contain a token.
     """
 
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        fields: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(status, message)
         self.status = status
         self.message = message
         self.headers: dict[str, str] = dict(headers or {})
+        self.fields: dict[str, Any] = dict(fields or {})  # more of the body, beside "error"
 
     def __repr__(self) -> str:
         return f"ApiError({self.status}, {self.message!r})"
@@ -39,7 +48,7 @@ class ApiError(Exception):
 
 def error_response(err: ApiError) -> tuple[bytes, int, dict[str, str]]:
     """The body `{"error": message}`, status and headers (JSON content type included)."""
-    body = orjson.dumps({"error": err.message})
+    body = orjson.dumps({"error": err.message, **err.fields})
     headers = {"Content-Type": "application/json", **err.headers}
     return body, err.status, headers
 

@@ -15,12 +15,14 @@ from urllib.parse import unquote_to_bytes
 from ..admission import TICKET_HEADER, TICKET_PARAM
 from ..config import MAX_BODY
 from ..jsonutil import MAX_DEPTH, JsonError, loads_untrusted
+from ..signaling import MAX_BATCH, Outbound
 from .errors import ApiError
 
 __all__ = [
     "MAX_BODY",
     "MAX_ROOM_BYTES",
     "HeaderLookup",
+    "batch_fields",
     "bearer",
     "body_length",
     "check_uuid",
@@ -205,6 +207,28 @@ def signal_fields(body: Mapping[str, Any]) -> tuple[str, dict[str, Any], str | N
     ):
         raise ApiError(400, f"id must be a string of 1 to {MAX_REQUEST_ID} characters")
     return to, signal, request_id
+
+
+def batch_fields(body: Mapping[str, Any]) -> tuple[Outbound, ...]:
+    """The signals of a batch POST (the extension): ``signals`` a list of 1 to
+    `MAX_BATCH` objects, each with ``to``, ``signal`` and ``id`` as `signal_fields` reads
+    them; ``to``, ``signal`` and ``id`` beside ``signals`` are refused. Each else 400."""
+    signals = body.get("signals")
+    if not isinstance(signals, list) or not 1 <= len(signals) <= MAX_BATCH:
+        raise ApiError(400, f"signals must be a list of 1 to {MAX_BATCH} signals")
+    beside = sorted(name for name in ("to", "signal", "id") if name in body)
+    if beside:
+        raise ApiError(400, f"a batch gives {', '.join(beside)} in each of its signals")
+    batch = []
+    for n, item in enumerate(signals):
+        if not isinstance(item, dict):
+            raise ApiError(400, f"signals[{n}] must be a JSON object")
+        try:
+            to, payload, request_id = signal_fields(item)
+        except ApiError as exc:
+            raise ApiError(400, f"signals[{n}]: {exc.message}") from None
+        batch.append(Outbound(to, payload, request_id))
+    return tuple(batch)
 
 
 # --- the event stream --------------------------------------------------------------------

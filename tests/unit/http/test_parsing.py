@@ -12,6 +12,7 @@ from werkzeug.datastructures import Headers
 
 from roomkeeper.http.errors import ApiError
 from roomkeeper.http.parsing import (
+    batch_fields,
     bearer,
     body_length,
     check_uuid,
@@ -22,6 +23,8 @@ from roomkeeper.http.parsing import (
     signal_fields,
 )
 from roomkeeper.http.parsing import parse_query as pq
+from roomkeeper.jsonutil import loads
+from roomkeeper.signaling import MAX_BATCH
 
 S = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"  # a version-1 UUID
 T = "6fa459ea-ee8a-4ca4-894e-db77e160355e"  # a version-4 UUID
@@ -356,6 +359,39 @@ def test_signal_fields_ok() -> None:
 )
 def test_signal_fields_400(body: dict[str, Any]) -> None:
     assert status_of(signal_fields, body) == 400
+
+
+# --- batch_fields --------------------------------------------------------------------------
+
+
+def test_batch_fields_ok() -> None:
+    items = [{"to": T.upper(), "signal": {"n": n}, "id": f"i{n}"} for n in range(MAX_BATCH)]
+    batch = batch_fields({"signals": items})
+    assert [(o.to, loads(o.payload), o.request_id) for o in batch] == [
+        (T, {"n": n}, f"i{n}") for n in range(MAX_BATCH)
+    ]
+    assert batch_fields({"signals": [{"to": T, "signal": {}}]})[0].request_id is None
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"signals": []}, "list of 1 to 32"),
+        ({"signals": {}}, "list of 1 to 32"),
+        ({"signals": None}, "list of 1 to 32"),
+        ({"signals": [{"to": T, "signal": {}}] * (MAX_BATCH + 1)}, "list of 1 to 32"),
+        ({"signals": [{"to": T, "signal": {}}], "to": T}, "gives to in each"),
+        ({"signals": [{"to": T, "signal": {}}], "id": "x", "signal": {}}, "gives id, signal"),
+        ({"signals": [{"to": T, "signal": {}}, 5]}, "signals[1] must be a JSON object"),
+        ({"signals": [{"to": T, "signal": {}}, {"to": T}]}, "signals[1]: signal missing"),
+        ({"signals": [{"to": "x", "signal": {}}]}, "signals[0]: to"),
+        ({"signals": [{"to": T, "signal": {}, "id": ""}]}, "signals[0]: id must be"),
+    ],
+)
+def test_batch_fields_400(body: dict[str, Any], says: str) -> None:
+    with pytest.raises(ApiError) as info:
+        batch_fields(body)
+    assert info.value.status == 400 and says in info.value.message
 
 
 # --- connect_credentials -------------------------------------------------------------------

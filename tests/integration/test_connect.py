@@ -191,7 +191,8 @@ async def test_session_event(client: httpx.AsyncClient, base: str, room: str) ->
             session = peer.first[0]
             assert peer.stream.retry_first is True
             assert peer.stream.retry is not None and peer.stream.retry > 0
-            assert set(session.data) == {"session_id", "token", "room", "resumed", "ice_servers"}
+            fields = {"session_id", "token", "room", "resumed", "ice_servers", "max_batch"}
+            assert set(session.data) == fields
             assert session.data["ice_servers"] == []  # no --stun-uris or --turn-uris
             assert session.data["room"] == room
             assert session.data["resumed"] is False

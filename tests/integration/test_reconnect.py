@@ -12,6 +12,8 @@ import httpx
 import pytest
 import trio
 
+from roomkeeper.signaling import MAX_BATCH
+
 from .conftest import (
     STREAM_TIMEOUT,
     Event,
@@ -69,6 +71,7 @@ async def test_resume_after_the_stream_dropped(
                 "room": room,
                 "resumed": True,
                 "ice_servers": [],
+                "max_batch": MAX_BATCH,
             }
             assert b2.roster == [a.session_id, b.session_id]  # join order kept
             assert b2.first[0].id > last
@@ -287,6 +290,7 @@ async def test_eventsource_reconnect_with_only_url_and_last_event_id(
                 "room": room,
                 "resumed": True,
                 "ice_servers": [],
+                "max_batch": MAX_BATCH,
             }
             assert b2.roster == [a.session_id, b.session_id]
             assert b2.first[0].id > lei

@@ -20,7 +20,7 @@ from .errors import Elsewhere, Fenced, HandlerError, RuntimeFailure, ShuttingDow
 from .ids import ActorId
 from .mailbox import Envelope, Kind, Mailbox
 from .storage import Storage
-from .streams import StreamInfo
+from .streams import Stream, StreamInfo
 
 if TYPE_CHECKING:
     from .alarms import AlarmScheduler
@@ -82,6 +82,7 @@ class Activation:
         "actor_id",
         "after",
         "elsewhere",
+        "held",
         "host",
         "instance",
         "mailbox",
@@ -99,6 +100,7 @@ class Activation:
         self.storage: Storage | None = None
         self.wake: str | None = None
         self.after: list[Callable[[], None]] = []
+        self.held: list[Stream] = []  # streams holding what this transaction sent
         self.elsewhere = False  # the last envelope found the actor live on another node
 
     async def run(self) -> None:
@@ -150,6 +152,21 @@ class Activation:
             raise Fenced("the actor's lease expired on this node")
         return self.instance
 
+    def hold(self, stream: Stream) -> None:
+        """``stream`` holds what this transaction sent until it commits."""
+        if not self.held or self.held[-1] is not stream:
+            self.held.append(stream)
+
+    def _release(self) -> None:
+        streams, self.held = self.held, []
+        for stream in streams:
+            self.host.streams.release(stream)
+
+    def _discard(self) -> None:
+        streams, self.held = self.held, []
+        for stream in streams:
+            self.host.streams.discard(stream)
+
     def _drop(self, error: RuntimeFailure) -> None:
         """Forget the actor without committing anything; fail what waits in the mailbox."""
         for envelope in self.mailbox.drain():
@@ -158,7 +175,9 @@ class Activation:
         self._reset()
 
     def _reset(self) -> None:
-        """Forget the instance; the next envelope rebuilds it from storage."""
+        """Forget the instance (and what it sent but did not commit); the next envelope
+        rebuilds it from storage."""
+        self._discard()
         self.instance = None
         self.storage = None
         self.after.clear()
@@ -247,6 +266,7 @@ class Activation:
         except Exception as exc:  # an after-commit callback raised
             log.exception("after-commit callback failed in actor %s", self.actor_id)
             return self._fail(envelope, HandlerError(f"actor {self.actor_id} failed: {exc!r}"), exc)
+        self._release()  # the output gate: what it sent goes out once durable
         self.elsewhere = False
         took = trio.current_time() - started
         if envelope is not None:

@@ -65,16 +65,25 @@ class ActorContext:
 
     def send(self, stream_id: str, event: str, data: bytes) -> int | None:
         """Queue an event on a stream without blocking; its id, or None if the stream is
-        gone (closed, or its consumer fell too far behind: the actor is told separately)."""
+        gone (closed, or its consumer fell too far behind: the actor is told separately).
+        The consumer sees it once this message's writes are durable (never, if they
+        fail): the output gate."""
         stream = self._own(stream_id)
-        return None if stream is None else self._streams.send(stream, event, data)
+        if stream is None:
+            return None
+        self._activation.hold(stream)
+        return self._streams.send(stream, event, data, hold=True)
 
     def close_stream(self, stream_id: str, final: tuple[str, bytes] | None = None) -> int | None:
-        """Close a stream after an optional last event; the last id sent on it."""
+        """Close a stream after an optional last event; the last id sent on it. Like
+        `send`, it takes effect once this message's writes are durable."""
         stream = self._own(stream_id)
         self.storage.pending.streams_removed.add(stream_id)
         self.storage.pending.streams_added.pop(stream_id, None)
-        return None if stream is None else self._streams.close(stream, final)
+        if stream is None:
+            return None
+        self._activation.hold(stream)
+        return self._streams.close(stream, final, hold=True)
 
     def _own(self, stream_id: str) -> Stream | None:
         stream = self._streams.get(stream_id)

@@ -4,6 +4,11 @@ The runtime, not the actor, owns each stream: it survives the actor's hibernatio
 heartbeats without waking it, and is bounded so a slow consumer never blocks the actor.
 Every event gets an id that strictly grows: ``max(last + 1, id_base + wall-clock µs)``,
 so ids keep growing across streams and restarts without a write per event.
+
+The output gate: what an actor sends (and its closes) is *held* in the stream, invisible
+to the consumer, until the transaction that sent it has committed (`release`); if it
+fails, it is dropped (`discard`), so no client sees what storage did not keep. Held
+events have their ids already; the ticker sends no heartbeat past them.
 """
 
 from __future__ import annotations
@@ -61,6 +66,9 @@ class Stream:
         "claimed",
         "close_reason",
         "closed",
+        "ending",
+        "held",
+        "held_bytes",
         "id_base",
         "last_id",
         "last_write",
@@ -78,6 +86,9 @@ class Stream:
         self.last_id = id_floor
         self.buffer: list[bytes] = []  # a list: an empty deque holds a 500-byte block
         self.buffered = 0
+        self.held: list[bytes] | None = None  # frames waiting for their commit
+        self.held_bytes = 0
+        self.ending = False  # closed by a transaction not yet committed
         self.closed = False
         self.close_reason = ""
         self.claimed = False
@@ -128,9 +139,10 @@ class StreamRegistry:
         self.opened_total += 1
         return stream
 
-    def send(self, stream: Stream, event: str, data: bytes) -> int | None:
-        """Queue one event; the id it got, or None if the stream is closed or overflowed."""
-        if stream.closed:
+    def send(self, stream: Stream, event: str, data: bytes, *, hold: bool = False) -> int | None:
+        """Queue one event (``hold``: until `release`); the id it got, or None if the
+        stream is closed (or closing) or overflowed."""
+        if stream.closed or stream.ending:
             return None
         now_us = int(self.clock.now() * 1_000_000)
         event_id = max(stream.last_id + 1, stream.id_base + now_us)
@@ -138,26 +150,58 @@ class StreamRegistry:
         limits = self.limits
         # Limits bind once a consumer reads: an actor may load a fresh stream with its
         # whole backlog (bounded by its own queues) before the consumer starts.
+        held = stream.held or ()
         if stream.claimed and (
-            stream.buffered + len(frame) > limits.max_bytes
-            or len(stream.buffer) >= limits.max_events
+            stream.buffered + stream.held_bytes + len(frame) > limits.max_bytes
+            or len(stream.buffer) + len(held) >= limits.max_events
         ):
             self.overflowed_total += 1
             self._close(stream, "overflow", notify=True, keep_buffer=False)
             return None
         stream.last_id = event_id
+        if hold:
+            if stream.held is None:
+                stream.held = []
+            stream.held.append(frame)
+            stream.held_bytes += len(frame)
+            return event_id
         stream.buffer.append(frame)
         stream.buffered += len(frame)
         stream.last_write = trio.current_time()
         stream._lot.unpark()
         return event_id
 
-    def close(self, stream: Stream, final: tuple[str, bytes] | None = None) -> int:
-        """Close on the actor's behalf (after an optional last event); the last id sent."""
+    def close(
+        self, stream: Stream, final: tuple[str, bytes] | None = None, *, hold: bool = False
+    ) -> int:
+        """Close on the actor's behalf (after an optional last event; ``hold``: both at
+        `release`); the last id sent."""
         if final is not None:
-            self.send(stream, *final)
-        self._close(stream, "closed", notify=False)
+            self.send(stream, *final, hold=hold)
+        if hold and not stream.closed:
+            stream.ending = True
+        else:
+            self._close(stream, "closed", notify=False)
         return stream.last_id
+
+    def release(self, stream: Stream) -> None:
+        """The transaction that held events (or a close) on ``stream`` committed: out
+        they go."""
+        if stream.held is not None:
+            if not stream.closed:
+                stream.buffer.extend(stream.held)
+                stream.buffered += stream.held_bytes
+                stream.last_write = trio.current_time()
+                stream._lot.unpark()
+            stream.held, stream.held_bytes = None, 0
+        if stream.ending:
+            stream.ending = False
+            self._close(stream, "closed", notify=False)
+
+    def discard(self, stream: Stream) -> None:
+        """The transaction that held events (or a close) on ``stream`` failed: they never
+        happened (their ids are not reused: ids only grow)."""
+        stream.held, stream.held_bytes, stream.ending = None, 0, False
 
     def _close(
         self, stream: Stream, reason: str, *, notify: bool, keep_buffer: bool = True
@@ -166,6 +210,7 @@ class StreamRegistry:
             return
         stream.closed = True
         stream.close_reason = reason
+        stream.held, stream.held_bytes, stream.ending = None, 0, False
         if not keep_buffer:
             stream.buffer = []
             stream.buffered = 0
@@ -209,6 +254,7 @@ class StreamRegistry:
         final = self.codec.goodbye()
         positions = []
         for stream in [s for s in self._streams.values() if not s.closed]:
+            self.discard(stream)  # held by a transaction that did not finish in time
             self.send(stream, *final)
             self._close(stream, "shutdown", notify=False)
             positions.append((stream.actor, stream.stream_id, stream.last_id))
@@ -231,7 +277,7 @@ class StreamRegistry:
                 if not stream.claimed and now - stream.opened_at >= self.limits.claim_timeout:
                     self._close(stream, "unclaimed", notify=True)
                     self._streams.pop(stream.stream_id, None)
-                elif stream.closed:
-                    continue
+                elif stream.closed or stream.held is not None:
+                    continue  # (a heartbeat must not overtake held events' ids)
                 elif now - stream.last_write >= quiet:
                     self.send(stream, event, data)

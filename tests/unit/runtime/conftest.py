@@ -97,6 +97,12 @@ class Counter(Actor):
             return self.ctx.accept_stream(args[0], id_base=args[1] if len(args) > 1 else 0)
         if op == "send":
             return self.ctx.send(args[0], "msg", args[1])
+        if op == "send_put":  # an event and a write: the event waits for the commit
+            self.ctx.storage.put("sent", args[1].decode())
+            return self.ctx.send(args[0], "msg", args[1])
+        if op == "close_put":
+            self.ctx.storage.put("closing", True)
+            return self.ctx.close_stream(args[0], ("end", b"bye"))
         if op == "streams":
             return [(s.stream_id, s.attachment) for s in self.ctx.streams()]
         if op == "close":

@@ -6,9 +6,12 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
-from roomkeeper.runtime import SQLiteBackend, StreamLimits, WallClock
+from roomkeeper.runtime import SQLiteBackend, StorageError, StreamLimits, WallClock
+from roomkeeper.runtime.ids import ActorId
+from roomkeeper.runtime.storage import MemoryBackend, WriteSet
 from roomkeeper.runtime.system import ActorSystem
 
 from .conftest import EPOCH, system
@@ -156,3 +159,65 @@ async def test_shutdown_says_goodbye_and_a_restart_reports_lost_streams(
     async with system(backend=SQLiteBackend(path), clock=clock, events=events) as sys:
         assert await sys.get("counters", "a").ask(("get",)) == 0
         assert not [e for e in events if e[0] == "closed"]  # reported once, then forgotten
+
+
+# --- the output gate -------------------------------------------------------------------------
+
+
+class SlowCommits(MemoryBackend):
+    """Commits wait for ``go`` while ``slow``; fail while ``fail``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow = False
+        self.go = trio.Event()
+
+    async def commit(self, actor: ActorId, writes: WriteSet) -> None:
+        if self.slow:
+            await self.go.wait()
+        await super().commit(actor, writes)
+
+
+async def test_what_a_message_sends_goes_out_once_its_writes_are_durable(
+    autojump_clock: Any,
+) -> None:
+    backend = SlowCommits()
+    async with system(backend) as sys:
+        stub = sys.get("counters", "a")
+        sid = await stub.ask(("stream", {"who": "x"}))
+        lines: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collect, sys, sid, lines)
+            await stub.ask(("send", sid, b"free"))  # nothing to commit: out at once
+            await trio.sleep(1)
+            backend.slow = True
+            nursery.start_soon(stub.ask, ("send_put", sid, b"gated"))
+            await trio.sleep(25)  # the commit takes long: past two heartbeat intervals
+            assert [line.split()[1:] for line in lines[1:]] == [[b"msg", b"free"]]
+            backend.go.set()
+            await trio.sleep(1)
+            await stub.ask(("close", sid))
+        sent = [line.split()[1:] for line in lines[1:]]
+        assert sent[:2] == [[b"msg", b"free"], [b"msg", b"gated"]]
+        assert sent[-1] == [b"end", b"bye"]
+        got = ids(lines)
+        assert got == sorted(set(got))  # no heartbeat overtook the held event's id
+
+
+async def test_what_a_failed_commit_sent_is_never_seen(autojump_clock: Any) -> None:
+    backend = MemoryBackend()
+    async with system(backend) as sys:
+        stub = sys.get("counters", "a")
+        sid = await stub.ask(("stream", {"who": "x"}))
+        lines: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collect, sys, sid, lines)
+            backend.fail = True
+            with pytest.raises(StorageError):
+                await stub.ask(("send_put", sid, b"dropped"))
+            with pytest.raises(StorageError):
+                await stub.ask(("close_put", sid))  # nor a close it made
+            backend.fail = False
+            assert await stub.ask(("send_put", sid, b"kept")) is not None
+            await stub.ask(("close", sid))
+        assert [line.split()[2] for line in lines[1:] if b" hb " not in line] == [b"kept", b"bye"]

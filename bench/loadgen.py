@@ -19,6 +19,8 @@ the POST's start to the event's arrival on the recipient's stream (one clock, on
 
 - ``throughput``: ``--concurrency`` POSTs in flight all the time (closed loop) for
   ``--duration`` seconds after ``--warmup``: delivered signals/s, latency, statuses.
+  With ``--batch N`` (roomkeeper only), each POST is the batch form carrying N signals
+  to the same peer, as a burst of trickled ICE candidates would be.
 - ``latency``: an open loop at a fixed offered rate (several rates in turn, on the same
   streams); a POST starts at its scheduled time if a connection is free (``lag`` says
   how late they started when none was).
@@ -85,6 +87,9 @@ class Protocol:
         """The body up to the signal's time stamp: ``prefix + b"%d}}" % t``."""
         return b'{"sender":"%s","to":"%s","signal":{"t":' % (sender.encode(), to.encode())
 
+    def batch_prefix(self, sender: str, token: str | None, to: str) -> bytes:
+        raise NotImplementedError("the baseline has no batch form")
+
 
 class Roomkeeper(Protocol):
     name = "roomkeeper"
@@ -104,6 +109,15 @@ class Roomkeeper(Protocol):
             sender.encode(),
             to.encode(),
             token.encode(),
+        )
+
+    def batch_prefix(self, sender: str, token: str | None, to: str) -> bytes:
+        """The batch form, up to its first signal's time stamp."""
+        assert token is not None
+        return b'{"sender":"%s","token":"%s","signals":[{"to":"%s","signal":{"t":' % (
+            sender.encode(),
+            token.encode(),
+            to.encode(),
         )
 
 
@@ -507,17 +521,23 @@ class Generator:
             for i, peer in enumerate(live):
                 to = live[(i + 1) % len(live)]
                 assert peer.session_id is not None and to.session_id is not None
-                jobs.append(
-                    (
-                        f"/api/signal?room={peer.room}".encode(),
-                        self.protocol.signal_prefix(peer.session_id, peer.token, to.session_id),
-                    )
+                prefix = (
+                    self.protocol.batch_prefix(peer.session_id, peer.token, to.session_id)
+                    if self.args.batch > 1
+                    else self.protocol.signal_prefix(peer.session_id, peer.token, to.session_id)
                 )
+                jobs.append((f"/api/signal?room={peer.room}".encode(), prefix))
         return jobs
 
     async def send_signal(self, poster: Poster, job: tuple[bytes, bytes]) -> None:
         path, prefix = job
-        status = await poster.post(path, prefix + b"%d}}" % time.perf_counter_ns())
+        stamp = b"%d}" % time.perf_counter_ns()
+        if self.args.batch > 1:  # prefix: '{...,"signals":[{"to":..,"signal":{"t":'
+            item = b"}," + prefix.partition(b'"signals":[')[2] + stamp
+            body = prefix + stamp + item * (self.args.batch - 1) + b"}]}"
+            status = await poster.post(path, body)
+        else:
+            status = await poster.post(path, prefix + stamp + b"}")
         self.stats.statuses[str(status)] += 1
 
     # -- modes -----------------------------------------------------------------------
@@ -572,6 +592,7 @@ class Generator:
             "stream_errors": dict(stats.stream_errors),
             "streams": sum(1 for _ in jobs),
             "concurrency": args.concurrency,
+            "batch": args.batch,
             "gen_cpu_pct": gen_pct,
             "server_cpu_pct": server_pct,
         }
@@ -908,8 +929,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wait-restart", action="store_true", help="storm: GO on stdin")
     parser.add_argument("--storm-timeout", type=float, default=120.0)
     parser.add_argument("--sample", type=int, default=500, help="hibernation: rooms woken")
+    parser.add_argument("--batch", type=int, default=1, help="signals per POST (roomkeeper)")
     parser.add_argument("--quick", action="store_true", help="small and short (smoke test)")
     args = parser.parse_args(argv)
+    if args.batch > 1 and args.protocol != "roomkeeper":
+        parser.error("--batch needs --protocol roomkeeper")
     defaults = {
         "throughput": (8, 4, 32),
         "latency": (8, 4, 32),

@@ -24,6 +24,7 @@ export const defaultBaseUrl = new URL(".", import.meta.url).href.replace(/\/+$/,
 const DEFAULTS = Object.freeze({
   timeout: 15000, // join: give up when no session arrived by then (ms)
   sendAttempts: 6, // tries per signal (the first included) on network errors, 429 and 503
+  coalesce: 5, // ms: signals to one peer sent this close together go in one POST (0: never)
   retryDelay: 250, // first pause between tries when the server names none (ms), doubling
   maxRetryDelay: 8000,
   requestTimeout: 10000, // one POST that takes longer counts as a network error (ms)
@@ -74,6 +75,8 @@ export class Room extends EventTarget {
   #lastActivity = 0;
   #opened = false; // a session was ever open
   #chains = new Map(); // recipient -> the promise of its last send: signals keep their order
+  #pending = new Map(); // recipient -> the batch still taking signals (see #enqueue)
+  #maxBatch = 0; // signals one POST may carry: the session event's max_batch (0: no batches)
   #joining = null; // {resolve, reject, timer} until the first roster
   #pagehide = null;
   #online = null;
@@ -153,27 +156,68 @@ export class Room extends EventTarget {
    * in the order of the calls. Each carries a fresh `id`, so retries after a network error,
    * a 429 or a 503 (after the server's Retry-After) can never deliver it twice. Rejects with
    * a `RoomError` on any other answer (404: no such peer; 403: this session is gone) or
-   * when the tries are spent.
+   * when the tries are spent. Signals to one peer sent within `coalesce` ms of each other
+   * (a burst of ICE candidates) go in one POST when the server takes batches.
    */
   send(to, signal) {
     if (this.#state === "closed") return Promise.reject(new RoomError("the room is closed"));
     if (signal === null || typeof signal !== "object" || Array.isArray(signal)) {
       return Promise.reject(new TypeError("signal must be a JSON object"));
     }
-    const id = randomId();
+    const item = { signal, id: randomId() };
+    const done = new Promise((resolve, reject) => Object.assign(item, { resolve, reject }));
+    const open = this.#pending.get(to);
+    if (open && open.length < this.#maxBatch) {
+      open.push(item); // goes with the batch that waits for its turn
+      return done;
+    }
+    const batch = [item];
+    const coalesce = this.#maxBatch > 1 ? this.#opts.coalesce : 0;
+    if (coalesce > 0) this.#pending.set(to, batch);
     const previous = this.#chains.get(to) ?? Promise.resolve();
     const sent = previous
       .catch(() => {})
+      .then(() => (coalesce > 0 ? sleep(coalesce) : undefined))
       .then(() => {
-        if (this.#state === "closed") throw new RoomError("the room is closed");
-        return this.#post("signal", { to, signal, id }, this.#opts.sendAttempts);
+        if (this.#pending.get(to) === batch) this.#pending.delete(to);
+        return this.#sendBatch(to, batch);
       });
     this.#chains.set(to, sent);
     const forget = () => {
       if (this.#chains.get(to) === sent) this.#chains.delete(to);
     };
     sent.then(forget, forget);
-    return sent.then(() => undefined);
+    return done;
+  }
+
+  // Signals to `to` in order: one as a single POST, several as one batch POST, taken up
+  // to the first the server refuses (its answer says how many: `accepted`); the rest are
+  // retried after 429 and 503 (with their ids, so nothing is delivered twice), or fail.
+  async #sendBatch(to, items) {
+    let rest = items;
+    let error = null;
+    for (let attempt = 1; rest.length > 0 && attempt <= this.#opts.sendAttempts; attempt += 1) {
+      if (this.#state === "closed") {
+        error = new RoomError("the room is closed");
+        break;
+      }
+      const fields =
+        rest.length === 1
+          ? { to, signal: rest[0].signal, id: rest[0].id }
+          : { signals: rest.map(({ signal, id }) => ({ to, signal, id })) };
+      const answer = await this.#postOnce("signal", fields);
+      if (answer.ok) {
+        for (const item of rest) item.resolve();
+        return;
+      }
+      const taken = Number.isInteger(answer.info?.accepted) ? answer.info.accepted : 0;
+      for (const item of rest.slice(0, taken)) item.resolve();
+      rest = rest.slice(taken);
+      error = answer.error;
+      if (answer.status !== 0 && answer.status !== 429 && answer.status !== 503) break;
+      if (attempt < this.#opts.sendAttempts) await sleep(this.#retryDelay(answer, attempt));
+    }
+    for (const item of rest) item.reject(error);
   }
 
   /**
@@ -285,6 +329,8 @@ export class Room extends EventTarget {
     this.#attempt = 0;
     this.#opened = true;
     if (Array.isArray(data.ice_servers)) this.#setIceServers(data.ice_servers, null);
+    const maxBatch = Number(data.max_batch);
+    this.#maxBatch = Number.isInteger(maxBatch) && maxBatch > 1 ? maxBatch : 0;
     const quiet = this.#quietResume && sameSession;
     this.#quietResume = false;
     if ((wasReconnect || previous !== null) && !quiet) {
@@ -449,40 +495,53 @@ export class Room extends EventTarget {
   }
 
   async #post(path, fields, attempts, creds = null, keepalive = false) {
-    const url = `${this.#base}/api/${path}?${new URLSearchParams({ room: this.room })}`;
-    let lastError = null;
+    let error = null;
     for (let attempt = 1; attempt <= attempts; attempt += 1) {
-      const { sender, token } = creds ?? this.#credentials();
-      const body = JSON.stringify({ sender, token, ...fields });
-      let retryAfter = null;
-      const abort = new AbortController();
-      const timer = setTimeout(() => abort.abort(), this.#opts.requestTimeout);
-      try {
-        const response = await fetch(url, {
-          method: "POST",
-          headers: { "Content-Type": "application/json" },
-          body,
-          cache: "no-store",
-          keepalive,
-          signal: abort.signal,
-        });
-        if (response.ok) return await response.json().catch(() => ({ success: true }));
-        const info = await response.json().catch(() => null);
-        lastError = new RoomError(info?.error ?? `HTTP ${response.status}`, response.status);
-        if (response.status !== 429 && response.status !== 503) throw lastError;
-        retryAfter = parseRetryAfter(response.headers.get("Retry-After"));
-      } catch (error) {
-        if (error instanceof RoomError) throw error;
-        lastError = new RoomError(`network error: ${error?.message ?? error}`, 0);
-      } finally {
-        clearTimeout(timer);
-      }
+      const answer = await this.#postOnce(path, fields, creds, keepalive);
+      if (answer.ok) return answer.info ?? { success: true };
+      error = answer.error;
+      if (answer.status !== 0 && answer.status !== 429 && answer.status !== 503) throw error;
       if (attempt === attempts) break;
-      const backoff = Math.min(this.#opts.maxRetryDelay, this.#opts.retryDelay * 2 ** (attempt - 1));
-      await sleep(retryAfter !== null ? retryAfter * 1000 : backoff);
+      await sleep(this.#retryDelay(answer, attempt));
       if (creds === null && this.#state === "closed") throw new RoomError("the room is closed");
     }
-    throw lastError;
+    throw error;
+  }
+
+  // One POST: {ok, status, info (the JSON answer), error, retryAfter}; status 0 is a
+  // network error (or a timeout).
+  async #postOnce(path, fields, creds = null, keepalive = false) {
+    const url = `${this.#base}/api/${path}?${new URLSearchParams({ room: this.room })}`;
+    const { sender, token } = creds ?? this.#credentials();
+    const body = JSON.stringify({ sender, token, ...fields });
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), this.#opts.requestTimeout);
+    try {
+      const response = await fetch(url, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body,
+        cache: "no-store",
+        keepalive,
+        signal: abort.signal,
+      });
+      const info = await response.json().catch(() => null);
+      const error = response.ok
+        ? null
+        : new RoomError(info?.error ?? `HTTP ${response.status}`, response.status);
+      const retryAfter = parseRetryAfter(response.headers.get("Retry-After"));
+      return { ok: response.ok, status: response.status, info, error, retryAfter };
+    } catch (error) {
+      const failed = new RoomError(`network error: ${error?.message ?? error}`, 0);
+      return { ok: false, status: 0, info: null, error: failed, retryAfter: null };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #retryDelay(answer, attempt) {
+    if (answer.retryAfter !== null) return answer.retryAfter * 1000;
+    return Math.min(this.#opts.maxRetryDelay, this.#opts.retryDelay * 2 ** (attempt - 1));
   }
 
   #leaveWithBeacon() {

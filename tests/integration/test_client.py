@@ -31,6 +31,7 @@ from roomkeeper.client import (
     join,
 )
 from roomkeeper.client.sse import SseDecoder, SseEvent
+from roomkeeper.signaling import MAX_BATCH
 from roomkeeper.testing import AsyncEmbeddedServer, serve_async
 
 # --- helpers ------------------------------------------------------------------------------
@@ -795,6 +796,58 @@ async def test_ice_servers_from_a_server_with_turn_settings() -> None:
         assert alice.ice_servers == fresh and alice.ice_servers_ttl == 600
         assert fresh[1]["username"].endswith(":" + alice.session_id)
         assert "coturn-static-secret-0123" not in repr(fresh)
+
+
+# --- batches ------------------------------------------------------------------------------
+
+
+async def test_send_batch_carries_many_signals_per_post(embedded: AsyncEmbeddedServer) -> None:
+    async with join(embedded.url, "batch") as alice, join(embedded.url, "batch") as bob:
+        await until(alice, has_peers(alice, bob))
+        assert alice.max_batch == MAX_BATCH
+        await alice.send_batch([(bob.session_id, {"n": n}) for n in range(MAX_BATCH + 8)])
+        got = await until(bob, lambda e: isinstance(e, SignalReceived) and e.signal["n"] == 39)
+        assert signals(got) == [{"n": n} for n in range(MAX_BATCH + 8)]
+
+
+async def test_a_batch_taken_in_part_is_resent_from_the_first_not_taken(
+    autojump_clock: Any,
+) -> None:
+    cut = httpx.Response(
+        429, json={"error": "rate limit exceeded", "accepted": 2}, headers={"Retry-After": "1"}
+    )
+    script = Script(
+        [[hello_with(10, resumed=False, max_batch=4), sse(11, "roster", {"peers": [SID]}), HOLD]],
+        posts=[cut, httpx.Response(200, json={"success": True, "accepted": 2})],
+    )
+    async with script.client() as http, join("http://rk", "r", http=http) as peer:
+        await peer.send_batch([(OTHER, {"n": n}) for n in range(6)])
+        sent = script.bodies()
+        assert [[s["signal"]["n"] for s in body["signals"]] for body in sent] == [
+            [0, 1, 2, 3],
+            [2, 3],  # the same signals, with the same ids
+            [4, 5],
+        ]
+        assert sent[1]["signals"] == sent[0]["signals"][2:]
+
+        gone = httpx.Response(404, json={"error": "no such peer in this room", "accepted": 1})
+        script.posts[:] = [httpx.Response(200, json={"success": True}), gone]
+        with pytest.raises(RequestRejected) as caught:
+            await peer.send_batch([(OTHER, {"n": n}) for n in range(7)])
+        assert (caught.value.status, caught.value.accepted) == (404, 5)
+
+
+async def test_send_batch_posts_one_signal_at_a_time_to_a_server_without_batches(
+    autojump_clock: Any,
+) -> None:
+    script = Script([[hello(10, resumed=False), sse(11, "roster", {"peers": [SID]}), HOLD]])
+    async with script.client() as http, join("http://rk", "r", http=http) as peer:
+        assert peer.max_batch == 0
+        await peer.send_batch([(OTHER, {"n": 1}), (OTHER, {"n": 2})])
+        assert [(b["to"], b["signal"]) for b in script.bodies()] == [
+            (OTHER, {"n": 1}),
+            (OTHER, {"n": 2}),
+        ]
 
 
 # --- under asyncio ------------------------------------------------------------------------

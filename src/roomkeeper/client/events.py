@@ -63,11 +63,19 @@ class ClientError(Exception):
 class RequestRejected(ClientError):
     """The server answered with an error status (``{"error": reason}``)."""
 
-    def __init__(self, status: int, reason: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        retry_after: float | None = None,
+        accepted: int | None = None,
+    ) -> None:
         super().__init__(f"{status}: {reason}")
         self.status = status
         self.reason = reason
         self.retry_after = retry_after
+        self.accepted = accepted
+        """For `Peer.send_batch`: how many of its signals were taken before this one."""
 
 
 class IceServersUnsupported(RequestRejected):

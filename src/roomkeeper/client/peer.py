@@ -6,7 +6,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
@@ -56,7 +56,9 @@ class Peer:
     ``roster`` is the room's sessions in join order (yours included), kept current by a
     background task whether or not you iterate. ``ice_servers`` is the RTCConfiguration
     ``iceServers`` list the server gave in its ``session`` event (empty if it gave none);
-    `refresh_ice_servers` gets fresh credentials. ``async for event in peer`` yields
+    `refresh_ice_servers` gets fresh credentials. ``max_batch`` is how many signals one
+    POST may carry (`send_batch`; 0: the server takes no batches). ``async for event in
+    peer`` yields
     `Roster`, `SignalReceived`, `Bye` and `Reconnected` events (heartbeats are handled
     inside) until the session ends, then raises the error that ended it, if any.
     """
@@ -84,6 +86,7 @@ class Peer:
         self.resumed = False
         self.ice_servers: list[dict[str, Any]] = []
         self.ice_servers_ttl: float | None = None
+        self.max_batch = 0
         self._ice_expires: float | None = None  # anyio's clock; None: no TURN credential
         self._ice_news: anyio.Event | None = None
         self._http = http
@@ -133,6 +136,44 @@ class Peer:
             "id": id if id is not None else str(uuid.uuid4()),
         }
         await self._retrying(lambda: self._post("signal", body), "POST /api/signal")
+
+    async def send_batch(self, signals: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        """Post ``(to, signal)`` pairs in order, as few POSTs as the server allows (up to
+        ``max_batch`` signals each; one POST per signal on a server without batches).
+        Each signal gets a fresh id. A POST the server takes only part of is resent from
+        its first signal not taken, after network errors and 429/502/503/504 as `send`
+        retries; `RequestRejected` for other answers, its ``accepted`` counting the
+        signals of this call that were taken before it."""
+        if self._left:
+            raise ClientError("this session has left the room")
+        items: list[dict[str, Any]] = [
+            {"to": to, "signal": dict(signal), "id": str(uuid.uuid4())} for to, signal in signals
+        ]
+        if self.max_batch < 2:
+            for n, (to, signal) in enumerate(signals):
+                try:
+                    await self.send(to, signal, id=items[n]["id"])
+                except RequestRejected as exc:
+                    exc.accepted = n
+                    raise
+            return
+        taken = 0
+        for start in range(0, len(items), self.max_batch):
+            rest = items[start : start + self.max_batch]
+
+            async def attempt() -> None:
+                nonlocal rest, taken
+                body = {"sender": self.session_id, "token": self.token, "signals": rest}
+                try:
+                    await self._post("signal", body)
+                except RequestRejected as exc:
+                    done = exc.accepted or 0
+                    taken, rest = taken + done, rest[done:]
+                    exc.accepted = taken
+                    raise
+                taken += len(rest)
+
+            await self._retrying(attempt, "POST /api/signal (batch)")
 
     async def leave(self) -> None:
         """End the session now: peers see it leave the roster; iteration ends after
@@ -373,6 +414,8 @@ class Peer:
     def _on_session(self, event_id: int | None, data: dict[str, Any]) -> None:
         self.session_id, self.token = str(data["session_id"]), str(data["token"])
         self.resumed = bool(data["resumed"])
+        batch = data.get("max_batch")
+        self.max_batch = batch if isinstance(batch, int) and not isinstance(batch, bool) else 0
         if "ice_servers" in data:
             servers = parse_ice_servers(data)
             if servers is None:
@@ -411,7 +454,12 @@ def _rejected(response: httpx.Response) -> RequestRejected:
         reason = response.reason_phrase or "error"
     header = response.headers.get("Retry-After", "")
     retry_after = float(header) if header.isascii() and header.isdigit() else None
-    return RequestRejected(response.status_code, reason, retry_after)
+    try:
+        accepted = response.json().get("accepted")
+    except Exception:
+        accepted = None
+    taken = accepted if isinstance(accepted, int) and not isinstance(accepted, bool) else None
+    return RequestRejected(response.status_code, reason, retry_after, taken)
 
 
 @asynccontextmanager

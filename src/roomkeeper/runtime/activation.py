@@ -263,7 +263,7 @@ class Activation:
         if self.storage is None:
             return False
         writes = self.storage.take()
-        if not writes:
+        if writes is None:  # the message wrote nothing: no WriteSet was made for it
             return False
         try:
             await self.host.commit(self.actor_id, writes)

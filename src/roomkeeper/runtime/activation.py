@@ -25,6 +25,7 @@ from .streams import Stream, StreamInfo
 if TYPE_CHECKING:
     from .alarms import AlarmScheduler
     from .clock import WallClock
+    from .idle import IdleSweep
     from .leases import LeaseTable
     from .storage import ActorRecord, WriteSet
     from .streams import StreamRegistry
@@ -44,6 +45,7 @@ class Host(Protocol):
     clock: WallClock
     streams: StreamRegistry
     alarms: AlarmScheduler
+    sweep: IdleSweep
     leases: LeaseTable | None
     observers: list[Observer]
     new_stream_id: Callable[[], str]
@@ -84,10 +86,12 @@ class Activation:
         "elsewhere",
         "held",
         "host",
+        "idle_since",
         "instance",
         "mailbox",
         "namespace",
         "storage",
+        "swept",
         "wake",
     )
 
@@ -102,13 +106,19 @@ class Activation:
         self.after: list[Callable[[], None]] = []
         self.held: list[Stream] = []  # streams holding what this transaction sent
         self.elsewhere = False  # the last envelope found the actor live on another node
+        self.idle_since = 0.0  # when it last parked on an empty mailbox (trio time)
+        self.swept = False  # whether the idle sweep holds an entry for it
 
     async def run(self) -> None:
         """Handle envelopes until idle for ``hibernate_after`` (or told to stop)."""
-        idle = self.host.config.hibernate_after
+        mailbox, sweep = self.mailbox, self.host.sweep
         try:
             while True:
-                envelope = await self.mailbox.get(idle)
+                if not len(mailbox):  # about to park: the sweep wakes it if nothing comes
+                    self.idle_since = trio.current_time()
+                    if not self.swept:
+                        sweep.add(self)
+                envelope = await mailbox.get()
                 if envelope is None:
                     if await self._hibernate():
                         return
@@ -120,7 +130,7 @@ class Activation:
                     return
                 else:
                     await self._handle(envelope)
-                    if self.elsewhere and self.instance is None and not len(self.mailbox):
+                    if self.elsewhere and self.instance is None and not len(mailbox):
                         return  # served by another node: nothing to keep here
         finally:
             self._reset()  # no activation <-> actor cycle left for the cyclic GC
@@ -283,7 +293,7 @@ class Activation:
         if self.storage is None:
             return False
         writes = self.storage.take()
-        if not writes:
+        if writes is None:  # the message wrote nothing: no WriteSet was made for it
             return False
         try:
             await self.host.commit(self.actor_id, writes)

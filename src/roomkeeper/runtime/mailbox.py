@@ -79,14 +79,22 @@ class Mailbox:
     def get_nowait(self) -> Envelope | None:
         return self._queue.popleft() if self._queue else None
 
-    async def get(self, idle: float) -> Envelope | None:
-        """The next envelope, or None after ``idle`` seconds with nothing to do."""
+    @property
+    def parked(self) -> bool:
+        """Whether the owner waits in ``get`` (so nothing is queued)."""
+        return bool(self._lot)
+
+    def wake_idle(self) -> None:
+        """Wake the owner parked in ``get`` with nothing to do (the idle sweep's signal)."""
+        self._lot.unpark()
+
+    async def get(self) -> Envelope | None:
+        """The next envelope; None if ``wake_idle`` woke the owner and nothing came since.
+        Parks with no timeout: the idle sweep (idle.py) keeps time for every mailbox."""
         if self._queue:
             await trio.lowlevel.checkpoint()
         else:
-            with trio.move_on_after(idle):
-                while not self._queue:
-                    await self._lot.park()
+            await self._lot.park()  # unparked by put, put_first or wake_idle
         return self._queue.popleft() if self._queue else None
 
     def drain(self) -> list[Envelope]:

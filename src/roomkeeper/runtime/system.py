@@ -18,6 +18,7 @@ from .actor import DESCRIBE, Actor
 from .alarms import AlarmScheduler
 from .clock import WallClock
 from .errors import ShuttingDown, StorageError, UnknownNamespace
+from .idle import IdleSweep
 from .ids import ActorId
 from .leases import LeaseTable, lease_store
 from .mailbox import Envelope, Kind
@@ -120,6 +121,7 @@ class ActorSystem:
         self.namespaces = {name: Namespace(name, b) for name, b in namespaces.items()}
         self.streams = StreamRegistry(codec, clock, config.streams, self._stream_closed)
         self.alarms = AlarmScheduler(clock, self._alarm_due)
+        self.sweep = IdleSweep(config.hibernate_after)
         store = lease_store(backend)
         self.leases = LeaseTable(store, self._lease_lost) if store is not None else None
         self.closing = False
@@ -352,6 +354,7 @@ async def open_actor_system(
                 new_stream_id,
             )
             nursery.start_soon(system.alarms.run, name="alarms")
+            nursery.start_soon(system.sweep.run, name="idle sweep")
             nursery.start_soon(system.streams.run_ticker, name="stream ticker")
             if system.leases is not None:
                 nursery.start_soon(system.leases.run, name="lease renewal")

@@ -29,7 +29,7 @@ class Storage:
     def __init__(self, values: dict[str, bytes], alarm: float | None) -> None:
         self._committed = values
         self._alarm = alarm
-        self._writes = WriteSet()
+        self._writes: WriteSet | None = None  # made on the first write of a message
 
     # -- the actor's API -------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
@@ -37,55 +37,60 @@ class Storage:
         return default if raw is None else loads(raw)
 
     def put(self, key: str, value: Any) -> None:
-        self._writes.puts[key] = encode(value)
-        self._writes.deletes.discard(key)
+        self.put_raw(key, encode(value))
 
     def put_raw(self, key: str, raw: bytes) -> None:
         """Put a value that is JSON text already, kept as it is (no copy, not parsed)."""
-        self._writes.puts[key] = raw
-        self._writes.deletes.discard(key)
+        writes = self.pending
+        writes.puts[key] = raw
+        writes.deletes.discard(key)
 
     def delete(self, key: str) -> None:
-        self._writes.puts.pop(key, None)
-        self._writes.deletes.add(key)
+        writes = self.pending
+        writes.puts.pop(key, None)
+        writes.deletes.add(key)
 
     def list(self, prefix: str = "") -> dict[str, Any]:
         """Every key starting with ``prefix`` and its value, in key order."""
-        keys = {k for k in self._committed if k.startswith(prefix)}
-        keys |= {k for k in self._writes.puts if k.startswith(prefix)}
-        keys -= self._writes.deletes
-        return {k: loads(raw) for k in sorted(keys) if (raw := self._read(k)) is not None}
+        return {k: loads(raw) for k, raw in self.list_raw(prefix).items()}
 
     def list_raw(self, prefix: str = "") -> dict[str, bytes]:
         """``list``, with each value as its stored JSON text (not parsed)."""
         keys = {k for k in self._committed if k.startswith(prefix)}
-        keys |= {k for k in self._writes.puts if k.startswith(prefix)}
-        keys -= self._writes.deletes
+        writes = self._writes
+        if writes is not None:
+            keys |= {k for k in writes.puts if k.startswith(prefix)}
+            keys -= writes.deletes
         return {k: raw for k in sorted(keys) if (raw := self._read(k)) is not None}
 
     def __len__(self) -> int:
-        return len(self.list())
+        return len(self.list_raw())
 
     @property
     def alarm(self) -> float | None:
-        pending = self._writes.alarm
-        return self._alarm if pending is UNCHANGED else pending  # type: ignore[return-value]
+        writes = self._writes
+        if writes is None or writes.alarm is UNCHANGED:
+            return self._alarm
+        return writes.alarm  # type: ignore[return-value]
 
     # -- the runtime's side ----------------------------------------------------------
     def _read(self, key: str) -> bytes | None:
-        if key in self._writes.puts:
-            return self._writes.puts[key]
-        if key in self._writes.deletes:
-            return None
+        writes = self._writes
+        if writes is not None:
+            if key in writes.puts:
+                return writes.puts[key]
+            if key in writes.deletes:
+                return None
         return self._committed.get(key)
 
     def set_alarm(self, when: float | None) -> None:
-        self._writes.alarm = when
+        self.pending.alarm = when
 
-    def take(self) -> WriteSet:
-        """The pending writes, which the caller commits then ``apply``s; resets the buffer."""
-        writes, self._writes = self._writes, WriteSet()
-        return writes
+    def take(self) -> WriteSet | None:
+        """The pending writes, which the caller commits then ``apply``s, or None if the
+        message wrote nothing (no `WriteSet` is made for it); resets the buffer."""
+        writes, self._writes = self._writes, None
+        return writes if writes else None
 
     def apply(self, writes: WriteSet) -> None:
         """Fold committed writes into the cache."""
@@ -96,7 +101,7 @@ class Storage:
             self._alarm = writes.alarm  # type: ignore[assignment]
 
     def rollback(self) -> None:
-        self._writes = WriteSet()
+        self._writes = None
 
     @property
     def empty(self) -> bool:
@@ -105,4 +110,8 @@ class Storage:
 
     @property
     def pending(self) -> WriteSet:
-        return self._writes
+        """The writes of the message in hand (made on first use)."""
+        writes = self._writes
+        if writes is None:
+            writes = self._writes = WriteSet()
+        return writes

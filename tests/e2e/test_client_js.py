@@ -74,7 +74,8 @@ async ([api, room]) => {
       if (batches.length === 1 && body.signals) {
         const cut = { ...body, signals: body.signals.slice(0, 2) };
         const taken = await (await realFetch(url, { ...init, body: JSON.stringify(cut) })).json();
-        return new Response(JSON.stringify({ error: "rate limit exceeded", accepted: taken.accepted }), {
+        const refusal = { error: "rate limit exceeded", accepted: taken.accepted };
+        return new Response(JSON.stringify(refusal), {
           status: 429, headers: { "Retry-After": "0", "Content-Type": "application/json" },
         });
       }

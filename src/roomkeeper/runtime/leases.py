@@ -253,18 +253,24 @@ class LeaseTable:
         self.expire_passed()
 
     async def run(self) -> None:
-        """Renew every TTL/3, and lose each lease the moment its deadline passes (a
-        failing store leaves deadlines unrenewed), until cancelled."""
-        period = self.ttl / 3
-        next_renew = trio.current_time() + period
-        while True:
-            deadlines = [deadline for _, deadline in self.held.values()]
-            await trio.sleep_until(min([next_renew, *deadlines]))
-            if trio.current_time() >= next_renew:
-                next_renew = trio.current_time() + period
+        """Renew every TTL/3, and lose each lease the moment its deadline passes, until
+        cancelled. The deadlines are kept by a loop of their own: a renew that hangs (a
+        connection whose packets are black-holed answers nothing, not even an error)
+        must not hold them back."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._expire_at_deadlines)
+            period = self.ttl / 3
+            while True:
+                await trio.sleep(period)
                 await self.renew_once()
-            else:
-                self.expire_passed()
+
+    async def _expire_at_deadlines(self) -> None:
+        period = self.ttl / 3
+        while True:
+            # A lease acquired meanwhile is due no sooner than TTL - margin > period away.
+            deadlines = [deadline for _, deadline in self.held.values()]
+            await trio.sleep_until(min([trio.current_time() + period, *deadlines]))
+            self.expire_passed()
 
 
 __all__ = [

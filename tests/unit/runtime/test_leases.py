@@ -120,6 +120,26 @@ async def test_a_cut_off_node_stops_serving_at_its_deadline_and_ends_its_streams
         assert ("closed", ({"who": 1}, "disconnected")) not in events  # nobody told
 
 
+async def test_a_renewal_that_hangs_does_not_hold_the_deadline_back(
+    autojump_clock: Any, cluster: MemoryCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL black-holed: the renew neither answers nor fails. The node still stops
+    serving at its local deadline and ends its streams."""
+    a_node = cluster.node("a", lease_ttl=TTL)
+    async with system(a_node, clock=cluster.clock) as a:
+        stream = a.streams.get(await a.get("counters", "r").ask(("stream", {"who": 1})))
+        assert stream is not None
+        a.nursery.start_soon(drain, a.streams.consume(stream))
+
+        async def hang(batch: Any) -> Any:
+            await trio.sleep_forever()
+
+        monkeypatch.setattr(a_node, "renew", hang)
+        await trio.sleep(TTL - 0.5)
+        assert stream.closed and not a.is_live(actor())
+        assert a.leases is not None and a.leases.stats.lost == 1
+
+
 async def test_a_node_that_wakes_past_its_deadline_writes_nothing(
     autojump_clock: Any, cluster: MemoryCluster
 ) -> None:

@@ -95,9 +95,9 @@ class Room(Actor):
     What a handler tells other streams (roster changes, a ``bye``, signals) must not run
     ahead of its writes: if the commit fails, the request is answered 503 and nothing of
     it may have been announced (no roster with a session that was never made, no ``bye
-    left`` for a session that is still there). So a handler that wrote something carries
-    those effects out through ``ctx.after_commit``; a handler that wrote nothing (a signal
-    to a connected peer, the common case) carries them out at once."""
+    left`` for a session that is still there). The runtime's output gate sees to that:
+    what the room sends or closes reaches clients only once the message's writes are
+    durable, so the room carries its effects out at once, in the same transaction."""
 
     def __init__(self, ctx: ActorContext) -> None:
         super().__init__(ctx)
@@ -120,16 +120,11 @@ class Room(Actor):
         self.env.account.report(self.ctx.id, self.state.held)
 
     def _finish(self, effects: list[Effect]) -> None:
-        """Persist the handler's writes, then carry out its effects on other streams: at
-        once if it wrote nothing, else once the writes are durable (see the class)."""
-        if self._persist() and effects:
-            self.ctx.after_commit(lambda: self._carry_out(effects))
-        else:
-            self._carry_out(effects)
-
-    def _carry_out(self, effects: list[Effect]) -> None:
+        """Carry out the handler's effects on other streams (held by the output gate until
+        the commit, see the class), then stage every write, theirs included (replay
+        history entries, a signal queued because its stream had just ended)."""
         self._perform(effects)
-        self._persist()  # a signal whose stream ended meanwhile was queued: store it
+        self._persist()
 
     # -- messages ----------------------------------------------------------------------
     async def on_message(self, message: Any) -> Any:
@@ -298,8 +293,8 @@ class Room(Actor):
         elif out.record:
             self.state.delivered(sid, event_id, out)
 
-    def _persist(self) -> bool:
-        """Stage the state's writes and its next alarm; whether there were any."""
+    def _persist(self) -> None:
+        """Stage the state's writes and its next alarm."""
         puts, deletes = self.state.take_writes()
         storage = self.ctx.storage
         for key in deletes:
@@ -315,5 +310,3 @@ class Room(Actor):
                 self.ctx.delete_alarm()
             else:
                 self.ctx.set_alarm(alarm)
-            return True
-        return bool(puts or deletes)

@@ -44,10 +44,11 @@ LOADGEN = BENCH / "loadgen.py"
 
 
 class Tree:
-    """One version of roomkeeper to serve: its source folder and extra flags."""
+    """One version of roomkeeper to serve: its checkout (both ``src/roomkeeper`` and the
+    application, ``actors/``, are imported from it) and extra flags."""
 
-    def __init__(self, label: str, src: Path, flags: list[str]) -> None:
-        self.label, self.src, self.flags = label, src, flags
+    def __init__(self, label: str, root: Path, flags: list[str]) -> None:
+        self.label, self.root, self.flags = label, root, flags
 
     @contextlib.contextmanager
     def serving(self, args: argparse.Namespace) -> Iterator[tuple[str, int]]:
@@ -55,7 +56,11 @@ class Tree:
             cmd = [*pin(args.server_cpu, args), sys.executable, "-m", "roomkeeper", "serve"]
             cmd += ["--storage", str(Path(tmp) / "rooms.sqlite3"), "--port", "0"]
             cmd += ["--log-level", "warning", *UNLIMITED, *self.flags]
-            env = {**os.environ, "PYTHONPATH": str(self.src)}
+            packages = Path(tmp) / "packages"  # what PYTHONPATH imports, ahead of the install
+            packages.mkdir()
+            (packages / "roomkeeper").symlink_to(self.root / "src" / "roomkeeper")
+            (packages / "roomkeeper_actors").symlink_to(self.root / "actors")
+            env = {**os.environ, "PYTHONPATH": str(packages)}
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
             try:
                 assert proc.stdout is not None
@@ -161,8 +166,8 @@ def main() -> int:
         )
         try:
             trees = [
-                Tree(f"before ({args.before})", old / "src", []),
-                Tree("after (this tree)", ROOT / "src", shlex.split(args.after_flags)),
+                Tree(f"before ({args.before})", old, []),
+                Tree("after (this tree)", ROOT, shlex.split(args.after_flags)),
             ]
             runs: dict[str, list[dict[str, float]]] = {t.label: [] for t in trees}
             for n in range(args.rounds):

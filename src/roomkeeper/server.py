@@ -18,10 +18,6 @@ from hypercorn.config import Sockets
 from hypercorn.trio import serve
 from hypercorn.typing import (
     ASGIFramework,
-    ASGIReceiveCallable,
-    ASGISendCallable,
-    ASGISendEvent,
-    Scope,
 )
 
 from .admission import Admission, AdmissionError, load_admission
@@ -29,13 +25,12 @@ from .application import load_application
 from .cluster import NodeHeader, NodeIdentity, node_identity
 from .config import MEMORY, Config, ConfigError
 from .groups import unwrap
-from .http.app import ROOMS, AppSettings, api_of, create_app
+from .http.app import ROOMS, AppSettings, create_app
 from .http.codec import SseCodec
-from .http.fastpath import PostFastPath
 from .http.forward import Peers
 from .http.guard import GuardedConfig, install_guard
 from .http.placement import Placement
-from .observe import TimedBackend, observability, setup_logging, trace_to_file
+from .observe import TimedBackend, setup_logging, trace_to_file
 from .observe.metrics import ExtraCounters
 from .runtime import (
     ActorSystem,
@@ -124,32 +119,6 @@ class _HypercornConfig(GuardedConfig):
         return sockets
 
 
-class ShieldFinalSend:
-    """ASGI middleware: the last ``send`` of a response is not cancelled.
-
-    Hypercorn re-arms a connection's idle timer (``keep_alive_timeout``) inside that last
-    send, on the application's task, and quart-trio cancels that task as the response
-    ends: the timer was then never re-armed, so a connection that had served one request
-    stayed open, idle or dribbling its next request's headers, for ever. Hypercorn
-    already shields its socket writes, so the shield adds no wait of its own.
-    """
-
-    def __init__(self, app: ASGIFramework) -> None:
-        self.app = app
-
-    async def __call__(
-        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
-        async def final_send_shielded(message: ASGISendEvent) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                with trio.CancelScope(shield=True):
-                    await send(message)
-            else:
-                await send(message)
-
-        await self.app(scope, receive, final_send_shielded)
-
-
 def hypercorn_config(config: Config) -> HypercornConfig:
     hc = _HypercornConfig()
     host = f"[{config.host}]" if ":" in config.host else config.host
@@ -206,10 +175,10 @@ async def run(
         settings = app_settings(config)
         peers = await _peers(system, node, config)
         app = create_app(system, settings, peers)
-        observability(app).enable_admin(config.admin_token)
+        app.observability.enable_admin(config.admin_token)
         if peers is not None:
-            _count_forwarding(observability(app).metrics.extra, peers, api_of(app).placement)
-        asgi: ASGIFramework = PostFastPath.wrap(app, ShieldFinalSend(app))
+            _count_forwarding(app.observability.metrics.extra, peers, app.api.placement)
+        asgi: ASGIFramework = app
         if node is not None:
             asgi = NodeHeader(asgi, node.name)
 

@@ -8,14 +8,13 @@ from typing import Any
 
 import orjson
 import pytest
-from quart import Quart
-from quart.typing import TestClientProtocol as Client
+from httpx import AsyncClient as Client
 from quart_trio import QuartTrio
 
-from roomkeeper.http.app import ROOMS, create_app
+from roomkeeper.http.app import ROOMS, Application, create_app
 from roomkeeper.http.codec import SseCodec
 from roomkeeper.jsonutil import dumps
-from roomkeeper.observe import ActivityTracker, AdminView, observability
+from roomkeeper.observe import ActivityTracker, AdminView
 from roomkeeper.runtime import (
     Actor,
     ActorSystem,
@@ -27,6 +26,8 @@ from roomkeeper.runtime import (
 from roomkeeper.runtime.ids import ActorId
 from roomkeeper.runtime.storage import MemoryCluster, WriteSet
 from roomkeeper.signaling import Connect, Joined
+
+from ..support.asgi import asgi_client
 
 TOKEN = "admin-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -43,18 +44,18 @@ async def system() -> AsyncIterator[ActorSystem]:
 
 
 @pytest.fixture
-def app(system: ActorSystem) -> Quart:
+def app(system: ActorSystem) -> Application:
     return create_app(system)
 
 
 @pytest.fixture
-async def client(app: Quart) -> AsyncIterator[Client]:
-    async with app.test_app() as test_app:
-        yield test_app.test_client()
+async def client(app: Application) -> AsyncIterator[Client]:
+    async with asgi_client(app) as client:
+        yield client
 
 
 async def body(response: Any) -> Any:
-    return orjson.loads(await response.get_data())
+    return orjson.loads(response.content)
 
 
 async def join(system: ActorSystem, room: str) -> tuple[str, str]:
@@ -73,14 +74,14 @@ async def join(system: ActorSystem, room: str) -> tuple[str, str]:
 async def test_disabled_by_default_every_admin_path_is_404(
     client: Client, path: str, method: str
 ) -> None:
-    response = await client.open(path, method=method, headers=AUTH)
+    response = await client.request(method, path, headers=AUTH)
     assert response.status_code == 404
     assert response.headers["Content-Type"] == "application/json"
     assert "error" in await body(response)
 
 
-async def test_missing_token_is_401_with_a_challenge(app: Quart, client: Client) -> None:
-    observability(app).enable_admin(TOKEN)
+async def test_missing_token_is_401_with_a_challenge(app: Application, client: Client) -> None:
+    app.observability.enable_admin(TOKEN)
     for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer"}):
         response = await client.get("/admin/rooms", headers=headers)
         assert response.status_code == 401
@@ -88,25 +89,28 @@ async def test_missing_token_is_401_with_a_challenge(app: Quart, client: Client)
         assert "error" in await body(response)
 
 
-async def test_wrong_token_is_403(app: Quart, client: Client) -> None:
-    observability(app).enable_admin(TOKEN)
+async def test_wrong_token_is_403(app: Application, client: Client) -> None:
+    app.observability.enable_admin(TOKEN)
     for wrong in (TOKEN + "x", TOKEN[:-1], "é" * 20):
         for path in ("/admin/rooms", "/admin/rooms/r"):
-            response = await client.get(path, headers={"Authorization": f"Bearer {wrong}"})
+            bearer = f"Bearer {wrong}".encode()  # UTF-8 on the wire, as a browser sends it
+            response = await client.get(path, headers={"Authorization": bearer})
             assert response.status_code == 403
-            assert TOKEN not in (await response.get_data()).decode()
+            assert TOKEN not in response.content.decode()
 
 
-async def test_disabling_again_hides_the_routes(app: Quart, client: Client) -> None:
-    obs = observability(app)
+async def test_disabling_again_hides_the_routes(app: Application, client: Client) -> None:
+    obs = app.observability
     obs.enable_admin(TOKEN)
     assert (await client.get("/admin/rooms", headers=AUTH)).status_code == 200
     obs.enable_admin("")
     assert (await client.get("/admin/rooms", headers=AUTH)).status_code == 404
 
 
-async def test_rooms_are_paged_by_name(app: Quart, client: Client, system: ActorSystem) -> None:
-    observability(app).enable_admin(TOKEN)
+async def test_rooms_are_paged_by_name(
+    app: Application, client: Client, system: ActorSystem
+) -> None:
+    app.observability.enable_admin(TOKEN)
     for room in ("c", "a", "b/with slash", "d"):
         await join(system, room)
     await join(system, "a")
@@ -116,7 +120,7 @@ async def test_rooms_are_paged_by_name(app: Quart, client: Client, system: Actor
     a = first["actors"][0]
     assert a == {"name": "a", "live": True, "streams": 2, "last_activity": None}
     rest = await body(
-        await client.get("/admin/rooms", headers=AUTH, query_string={"after": first["next"]})
+        await client.get("/admin/rooms", headers=AUTH, params={"after": first["next"]})
     )
     assert [r["name"] for r in rest["actors"]] == ["c", "d"]
     assert rest["next"] is None
@@ -125,22 +129,22 @@ async def test_rooms_are_paged_by_name(app: Quart, client: Client, system: Actor
 @pytest.mark.parametrize(
     "limit", ["0", "1001", "x", "-1", "1.5", "²", "\u0661\u0660", "\uff11", " 5", "0" * 5000 + "1"]
 )
-async def test_bad_limits_are_400(app: Quart, client: Client, limit: str) -> None:
-    observability(app).enable_admin(TOKEN)
-    response = await client.get("/admin/rooms", headers=AUTH, query_string={"limit": limit})
+async def test_bad_limits_are_400(app: Application, client: Client, limit: str) -> None:
+    app.observability.enable_admin(TOKEN)
+    response = await client.get("/admin/rooms", headers=AUTH, params={"limit": limit})
     assert response.status_code == 400
     assert "limit" in (await body(response))["error"]
 
 
 async def test_a_room_shows_its_described_sessions_without_tokens(
-    app: Quart, client: Client, system: ActorSystem
+    app: Application, client: Client, system: ActorSystem
 ) -> None:
-    observability(app).enable_admin(TOKEN)
+    app.observability.enable_admin(TOKEN)
     one, token_one = await join(system, "room/1")
     two, token_two = await join(system, "room/1")
     response = await client.get("/admin/rooms/room%2F1", headers=AUTH)
     assert response.status_code == 200
-    raw = (await response.get_data()).decode()
+    raw = response.content.decode()
     assert token_one not in raw and token_two not in raw and "token" not in raw
     data = orjson.loads(raw)
     assert data["name"] == "room/1" and data["live"] is True and data["streams"] == 2
@@ -160,12 +164,12 @@ SECRET = "hunter2-" + "s" * 24
 
 
 async def test_a_secret_stored_under_any_name_is_never_shown(
-    app: Quart, client: Client, system: ActorSystem
+    app: Application, client: Client, system: ActorSystem
 ) -> None:
     """A room whose storage holds a secret under names nobody filters for (an extra field
     of a session record, a key of its own) shows none of it: the view lists what the
     room's ``describe()`` allows, and reads nothing of its storage."""
-    observability(app).enable_admin(TOKEN)
+    app.observability.enable_admin(TOKEN)
     sid, token = "0b7d901d-0000-4000-8000-000000000001", "tok-" + "t" * 32
     record = {"token": token, "key": "7", "seq": 0, "expires_at": system.clock.now() + 60}
     stored = WriteSet(
@@ -178,16 +182,16 @@ async def test_a_secret_stored_under_any_name_is_never_shown(
     for path in ("/admin/rooms", "/admin/rooms/vault"):
         response = await client.get(path, headers=AUTH)
         assert response.status_code == 200
-        raw = (await response.get_data()).decode()
+        raw = response.content.decode()
         assert SECRET not in raw and "hunter2" not in raw and token not in raw
     detail = await body(await client.get("/admin/rooms/vault", headers=AUTH))
     assert [s["session_id"] for s in detail["view"]["sessions"]] == [sid]  # it was read
 
 
 async def test_an_unknown_room_is_404_and_is_not_woken(
-    app: Quart, client: Client, system: ActorSystem
+    app: Application, client: Client, system: ActorSystem
 ) -> None:
-    observability(app).enable_admin(TOKEN)
+    app.observability.enable_admin(TOKEN)
     for name in ("nobody-here", "x" * 300):
         response = await client.get("/admin/rooms/" + name, headers=AUTH)
         assert response.status_code == 404
@@ -196,18 +200,16 @@ async def test_an_unknown_room_is_404_and_is_not_woken(
 
 
 async def test_last_activity_comes_from_api_requests_only(
-    app: Quart, client: Client, system: ActorSystem
+    app: Application, client: Client, system: ActorSystem
 ) -> None:
-    obs = observability(app)
+    obs = app.observability
     obs.enable_admin(TOKEN)
     await join(system, "quiet")  # straight to the actor: the HTTP layer saw nothing
     listed = await body(await client.get("/admin/rooms", headers=AUTH))
     assert listed["actors"][0]["last_activity"] is None
     await client.get("/admin/rooms/quiet", headers=AUTH)  # admin requests do not count
     body_bytes = b'{"sender": "x"}'
-    await client.post(
-        "/api/leave?room=quiet", data=body_bytes, headers={"Content-Length": str(len(body_bytes))}
-    )  # a 400 does not count either
+    await client.post("/api/leave?room=quiet", content=body_bytes)  # a 400 does not count either
     listed = await body(await client.get("/admin/rooms", headers=AUTH))
     assert listed["actors"][0]["last_activity"] is None
     assert obs.admin.tracker is not None
@@ -269,12 +271,12 @@ async def test_any_namespace_shows_its_actors_described_views(
         await system.get("things", "one").ask("open")
         async with app.test_app() as test_app:
             client = test_app.test_client()
-            listed = await body(await client.get("/things", headers=AUTH))
-            detail = await client.get("/things/one", headers=AUTH)
+            listed = orjson.loads(await (await client.get("/things", headers=AUTH)).get_data())
+            detail = await (await client.get("/things/one", headers=AUTH)).get_data()
             missing = await client.get("/things/two", headers=AUTH)
     assert [a["name"] for a in listed["actors"]] == ["one"]
-    assert orjson.loads(await detail.get_data())["view"] == view
-    assert SECRET not in (await detail.get_data()).decode()
+    assert orjson.loads(detail)["view"] == view
+    assert SECRET not in detail.decode()
     assert missing.status_code == 404
 
 
@@ -288,8 +290,8 @@ async def test_a_room_served_by_another_node_is_421_naming_it() -> None:
     ):
         await join(a, "shared")
         app = create_app(b)
-        observability(app).enable_admin(TOKEN)
-        async with app.test_app() as test_app:
-            response = await test_app.test_client().get("/admin/rooms/shared", headers=AUTH)
+        app.observability.enable_admin(TOKEN)
+        async with asgi_client(app) as client:
+            response = await client.get("/admin/rooms/shared", headers=AUTH)
     assert response.status_code == 421
     assert "http://a.example" in (await body(response))["error"]

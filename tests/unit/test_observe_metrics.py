@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 import trio
+from httpx import AsyncClient as Client
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
-from quart.typing import TestClientProtocol as Client
 
 from roomkeeper.http.app import ROOMS, create_app
 from roomkeeper.http.codec import SseCodec
-from roomkeeper.observe import TimedBackend, observability
+from roomkeeper.observe import TimedBackend
 from roomkeeper.observe.storage import StorageMetrics
 from roomkeeper.runtime import (
     ActorSystem,
@@ -27,6 +27,8 @@ from roomkeeper.runtime import (
 from roomkeeper.runtime.ids import ActorId
 from roomkeeper.runtime.storage import WriteSet
 from roomkeeper_actors.signaling.messages import Connect
+
+from ..support.asgi import asgi_client
 
 ROOM_ACTOR = "roomkeeper_actors.signaling.room:Room"
 
@@ -43,8 +45,8 @@ async def system() -> AsyncIterator[ActorSystem]:
 @pytest.fixture
 async def client(system: ActorSystem) -> AsyncIterator[Client]:
     app = create_app(system)
-    async with app.test_app() as test_app:
-        yield test_app.test_client()
+    async with asgi_client(app) as client:
+        yield client
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -59,7 +61,7 @@ async def scrape(client: Client) -> dict[tuple[str, frozenset[tuple[str, str]]],
     response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain")
-    return samples((await response.get_data()).decode())
+    return samples(response.content.decode())
 
 
 def value(found: dict[Any, float], name: str, **labels: str) -> float:
@@ -70,7 +72,7 @@ async def test_requests_are_counted_by_route_template(client: Client) -> None:
     await client.get("/healthz")
     await client.get("/no/such/path/with-a-secret-in-it")
     await client.get("/api/signal")  # 405: no rule matched, but the path is a template
-    await client.post("/api/signal?room=r", data=b"{}", headers={"Content-Length": "2"})
+    await client.post("/api/signal?room=r", content=b"{}")
     found = await scrape(client)
     total = "roomkeeper_http_requests_total"
     assert value(found, total, route="/healthz", method="GET", status="200") == 1
@@ -85,7 +87,7 @@ async def test_requests_are_counted_by_route_template(client: Client) -> None:
 
 
 async def test_odd_methods_collapse(client: Client) -> None:
-    await client.open("/healthz", method="BREW")
+    await client.request("BREW", "/healthz")
     found = await scrape(client)
     assert value(
         found, "roomkeeper_http_requests_total", route="/healthz", method="other", status="405"
@@ -123,21 +125,21 @@ async def test_request_ids_are_echoed_or_made(client: Client) -> None:
 
 async def test_two_apps_in_one_process_keep_apart(system: ActorSystem) -> None:
     first, second = create_app(system), create_app(system)
-    async with first.test_app() as a, second.test_app() as b:
-        await a.test_client().get("/healthz")
-        found_a = await scrape(a.test_client())
-        found_b = await scrape(b.test_client())
+    async with asgi_client(first) as a, asgi_client(second) as b:
+        await a.get("/healthz")
+        found_a = await scrape(a)
+        found_b = await scrape(b)
     total = "roomkeeper_http_requests_total"
     assert value(found_a, total, route="/healthz", method="GET", status="200") == 1
     assert value(found_b, total, route="/healthz", method="GET", status="200") == 0
-    assert observability(first).metrics.registry is not observability(second).metrics.registry
+    assert first.observability.metrics.registry is not second.observability.metrics.registry
     assert REGISTRY.get_sample_value("roomkeeper_http_requests_total") is None
 
 
 async def test_openmetrics_when_asked(client: Client) -> None:
     response = await client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
     assert response.headers["Content-Type"].startswith("application/openmetrics-text")
-    assert (await response.get_data()).endswith(b"# EOF\n")
+    assert response.content.endswith(b"# EOF\n")
 
 
 # -- the timed backend ----------------------------------------------------------------------

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
+from werkzeug.exceptions import MethodNotAllowed
 
 from ..answers import failure_answer, retry_after
 from ..runtime import RuntimeFailure
@@ -53,9 +54,12 @@ def error_response(err: ApiError) -> tuple[bytes, int, dict[str, str]]:
     return body, err.status, headers
 
 
+_NOT_ALLOWED = f"{MethodNotAllowed().name}: {MethodNotAllowed.description}"
+
+
 def method_not_allowed(allowed: Iterable[str]) -> ApiError:
-    """A 405 with its required `Allow` header."""
-    return ApiError(405, "method not allowed", {"Allow": ", ".join(allowed)})
+    """A 405 with its required `Allow` header (the methods sorted, as Werkzeug does)."""
+    return ApiError(405, _NOT_ALLOWED, {"Allow": ", ".join(sorted(allowed))})
 
 
 def runtime_failure(exc: RuntimeFailure) -> ApiError | None:

@@ -1,9 +1,8 @@
 """Wiring into the Quart app: request ids, the access log, HTTP metrics, ``/metrics`` and
 the admin routes, all through before/after-request hooks and added routes.
 
-The room a request named comes from its handler, which has parsed it (``note_room`` for a
-Quart route, ``record``'s argument for an answer made outside Quart): this module never
-reads a request's query string."""
+The API's routes are served outside Quart; their layer calls ``record`` with the room the
+handler checked: this module never reads a request's query string."""
 
 from __future__ import annotations
 
@@ -23,7 +22,7 @@ from .logs import new_request_id, request_id_var, sane_request_id
 from .metrics import HTTP_METHODS, Metrics
 from .storage import TimedBackend
 
-__all__ = ["EXTENSION", "SIGNAL_ROUTE", "Observability", "install", "note_room", "observability"]
+__all__ = ["EXTENSION", "SIGNAL_ROUTE", "Observability", "install", "observability"]
 
 EXTENSION = "roomkeeper.observe"
 OTHER = "other"
@@ -40,18 +39,9 @@ class _Served:
     started: float
     request_id: str
     route: str | None = None
-    room: str | None = None
 
 
 _served: ContextVar[_Served | None] = ContextVar("roomkeeper_served", default=None)
-
-
-def note_room(room: str) -> None:
-    """The request being served names ``room`` (called by the handler that checked it);
-    its log line and the admin view's activity then name the room."""
-    served = _served.get()
-    if served is not None:
-        served.room = room
 
 
 class Observability:
@@ -108,9 +98,7 @@ class Observability:
         if served is None or served.request is not req:  # an earlier hook answered first
             served = _Served(req, now, new_request_id())
         route = served.route or self.route(req)
-        method = req.method if req.method in HTTP_METHODS else OTHER
-        status = response.status_code
-        self.record(route, method, status, now - served.started, served.room)
+        self.record(route, req.method, response.status_code, now - served.started, None)
         response.headers["X-Request-Id"] = served.request_id
         return response
 
@@ -119,6 +107,8 @@ class Observability:
     ) -> None:
         """Count and time one answered request, log it, and note the activity of the room
         it named (None: none, or none that passed the handler's checks)."""
+        if method not in HTTP_METHODS:
+            method = OTHER
         metrics = self.metrics
         key = (route, method, status)
         counter = self._counted.get(key)

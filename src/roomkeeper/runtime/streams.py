@@ -13,7 +13,7 @@ events have their ids already; the ticker sends no heartbeat past them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import attrs
@@ -58,7 +58,6 @@ class Stream:
     """One open stream: a bounded buffer of encoded frames and its id counter."""
 
     __slots__ = (
-        "_lot",
         "actor",
         "attachment",
         "buffer",
@@ -74,6 +73,7 @@ class Stream:
         "last_write",
         "opened_at",
         "stream_id",
+        "waker",
     )
 
     def __init__(
@@ -93,10 +93,16 @@ class Stream:
         self.close_reason = ""
         self.claimed = False
         self.opened_at = self.last_write = trio.current_time()
-        self._lot = trio.lowlevel.ParkingLot()
+        self.waker: trio.CancelScope | None = None  # its consumer's wait, while it waits
 
     def info(self) -> StreamInfo:
         return StreamInfo(self.stream_id, self.attachment, self.last_id)
+
+
+def _wake(stream: Stream) -> None:
+    """Bytes (or the close) for a stream whose consumer may be waiting for them."""
+    if stream.waker is not None:
+        stream.waker.cancel()
 
 
 class StreamRegistry:
@@ -168,7 +174,7 @@ class StreamRegistry:
         stream.buffer.append(frame)
         stream.buffered += len(frame)
         stream.last_write = trio.current_time()
-        stream._lot.unpark()
+        _wake(stream)
         return event_id
 
     def close(
@@ -192,7 +198,7 @@ class StreamRegistry:
                 stream.buffer.extend(stream.held)
                 stream.buffered += stream.held_bytes
                 stream.last_write = trio.current_time()
-                stream._lot.unpark()
+                _wake(stream)
             stream.held, stream.held_bytes = None, 0
         if stream.ending:
             stream.ending = False
@@ -223,26 +229,41 @@ class StreamRegistry:
             owned.pop(stream.stream_id, None)
             if not owned:
                 del self._by_actor[stream.actor]
-        stream._lot.unpark_all()
+        _wake(stream)
         if notify:
             self._on_closed(stream, reason)
 
-    async def consume(self, stream: Stream) -> AsyncGenerator[bytes, None]:
-        """Yield the stream's bytes as they come (bursts joined into one chunk) until it is
-        closed. If the consumer goes away first, the actor is told ("disconnected")."""
+    async def pump(
+        self,
+        stream: Stream,
+        write: Callable[[bytes], Awaitable[None]],
+        until_gone: Callable[[], Awaitable[None]] = trio.sleep_forever,
+    ) -> None:
+        """Hand the stream's bytes to ``write`` as they come (bursts joined into one
+        write) until the stream is closed. Between writes the consumer waits in its own
+        ``until_gone`` (a network connection's end, say), cancelled when bytes arrive: one
+        task per consumer. If ``until_gone`` returns, or ``write`` fails, the consumer
+        has gone away and the actor is told ("disconnected")."""
         stream.claimed = True
         try:
-            yield self.codec.preamble()
+            await write(self.codec.preamble())
             while True:
                 if stream.buffer:
                     chunk = b"".join(stream.buffer)
                     stream.buffer = []
                     stream.buffered = 0
-                    yield chunk
+                    await write(chunk)
                 elif stream.closed:
                     return
                 else:
-                    await stream._lot.park()
+                    with trio.CancelScope() as waker:
+                        stream.waker = waker
+                        try:
+                            await until_gone()
+                        finally:
+                            stream.waker = None
+                    if not waker.cancelled_caught:
+                        return
         finally:
             self._close(stream, "disconnected", notify=True)
             self._streams.pop(stream.stream_id, None)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from contextlib import aclosing
 from typing import Any
 
 import attrs
@@ -183,15 +182,18 @@ class Peer:
         try:
             with scope:
                 if stream is not None:
-                    async with aclosing(self.world.system.streams.consume(stream)) as chunks:
-                        preamble = True
-                        async for chunk in chunks:
-                            if preamble:  # the codec's `retry:`, before any event
-                                preamble = False
-                                continue
-                            now = trio.current_time()
-                            horizon = self._arrived(transit, now, joined, horizon)
-                            transit.append(self._take(chunk, joined, now))
+                    preamble = True
+
+                    async def take(chunk: bytes) -> None:
+                        nonlocal preamble, horizon
+                        if preamble:  # the codec's `retry:`, before any event
+                            preamble = False
+                            return
+                        now = trio.current_time()
+                        horizon = self._arrived(transit, now, joined, horizon)
+                        transit.append(self._take(chunk, joined, now))
+
+                    await self.world.system.streams.pump(stream, take)
                 complete = True  # the server ended it: what is in transit arrives
         finally:
             now = math.inf if complete else trio.current_time()

@@ -59,7 +59,8 @@ def test_api_error_is_an_exception_with_fields() -> None:
 
 def test_method_not_allowed_carries_allow() -> None:
     err = method_not_allowed(["POST", "OPTIONS"])
-    assert (err.status, err.headers) == (405, {"Allow": "POST, OPTIONS"})
+    assert (err.status, err.headers) == (405, {"Allow": "OPTIONS, POST"})
+    assert err.message.startswith("Method Not Allowed: ")
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@ orphaned alarms, on a ``MemoryCluster`` under MockClock (two systems in one trio
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
@@ -23,9 +22,8 @@ def cluster() -> MemoryCluster:
     return MemoryCluster(WallClock(EPOCH))
 
 
-async def drain(chunks: AsyncGenerator[bytes, None]) -> None:
-    async for _ in chunks:
-        pass
+async def drain(chunk: bytes) -> None:
+    pass
 
 
 def actor(name: str = "r") -> ActorId:
@@ -78,7 +76,7 @@ async def test_a_node_holding_streams_keeps_the_lease_while_hibernated(
     ):
         stream = a.streams.get(await a.get("counters", "r").ask(("stream", {"who": 1})))
         assert stream is not None
-        a.nursery.start_soon(drain, a.streams.consume(stream))
+        a.nursery.start_soon(a.streams.pump, stream, drain)
         await trio.sleep(20)
         assert not a.is_live(actor())
         with pytest.raises(Elsewhere):
@@ -111,7 +109,7 @@ async def test_a_cut_off_node_stops_serving_at_its_deadline_and_ends_its_streams
     async with system(a_node, events, clock=cluster.clock) as a:
         stream = a.streams.get(await a.get("counters", "r").ask(("stream", {"who": 1})))
         assert stream is not None
-        a.nursery.start_soon(drain, a.streams.consume(stream))
+        a.nursery.start_soon(a.streams.pump, stream, drain)
         a_node.fail = True
         await trio.sleep(TTL - 0.5)  # the deadline: the TTL less a margin, from the acquire
         assert stream.closed and stream.close_reason == "closed"
@@ -129,7 +127,7 @@ async def test_a_renewal_that_hangs_does_not_hold_the_deadline_back(
     async with system(a_node, clock=cluster.clock) as a:
         stream = a.streams.get(await a.get("counters", "r").ask(("stream", {"who": 1})))
         assert stream is not None
-        a.nursery.start_soon(drain, a.streams.consume(stream))
+        a.nursery.start_soon(a.streams.pump, stream, drain)
 
         async def hang(batch: Any) -> Any:
             await trio.sleep_forever()
@@ -232,7 +230,7 @@ async def test_a_live_nodes_streams_are_left_to_it(
     ):
         stream = a.streams.get(await a.get("counters", "r").ask(("stream", {"who": 1})))
         assert stream is not None
-        a.nursery.start_soon(drain, a.streams.consume(stream))
+        a.nursery.start_soon(a.streams.pump, stream, drain)
         await trio.sleep(5 * TTL)
         assert not a.is_live(actor())  # hibernated, its stream open
         assert not [e for e in b_events if e[0] == "closed"]

@@ -20,8 +20,11 @@ from .conftest import EPOCH, system
 async def collect(sys: ActorSystem, stream_id: str, into: list[bytes]) -> None:
     stream = sys.streams.get(stream_id)
     assert stream is not None
-    async for chunk in sys.streams.consume(stream):
+
+    async def write(chunk: bytes) -> None:
         into.extend(line for line in chunk.split(b"\n") if line)
+
+    await sys.streams.pump(stream, write)
 
 
 def ids(lines: list[bytes]) -> list[int]:
@@ -72,9 +75,12 @@ async def test_a_quiet_stream_gets_one_heartbeat_per_interval_and_no_longer_gap(
         stream = sys.streams.get(sid)
         assert stream is not None
         writes: list[float] = [trio.current_time()]
+
+        async def write(chunk: bytes) -> None:
+            writes.extend([trio.current_time()] * chunk.count(b" hb "))
+
         with trio.move_on_after(300):
-            async for chunk in sys.streams.consume(stream):
-                writes += [trio.current_time()] * chunk.count(b" hb ")
+            await sys.streams.pump(stream, write)
         gaps = [b - a for a, b in itertools.pairwise(writes)]
         assert 30 <= len(gaps) <= 34  # about one a 10 s, not one every 5 s
         assert max(gaps) <= 10
@@ -93,6 +99,35 @@ async def test_consumer_going_away_is_told_to_the_actor(autojump_clock: Any) -> 
         assert sys.snapshot()[0].wakes["stream"] == 0
 
 
+async def test_bytes_wake_a_waiting_consumer_and_its_wait_ending_means_it_is_gone(
+    autojump_clock: Any,
+) -> None:
+    events: list[tuple[str, Any]] = []
+    async with system(events=events) as sys:
+        stub = sys.get("counters", "a")
+        sid = await stub.ask(("stream", {"who": "x"}))
+        stream = sys.streams.get(sid)
+        assert stream is not None
+        written: list[bytes] = []
+        gone = trio.Event()  # the consumer's own end: a connection closing, say
+
+        async def write(chunk: bytes) -> None:
+            written.append(chunk)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sys.streams.pump, stream, write, gone.wait)
+            await trio.testing.wait_all_tasks_blocked()
+            assert stream.waker is not None  # waiting in its own wait
+            await stub.ask(("send", sid, b"one"))
+            await trio.testing.wait_all_tasks_blocked()
+            assert b"one" in written[-1]  # woken out of it, written, waiting again
+            assert stream.waker is not None
+            gone.set()
+        await trio.sleep(1)
+        assert ("closed", ({"who": "x"}, "disconnected")) in events
+        assert sys.streams.get(sid) is None
+
+
 async def test_slow_consumer_is_cut_off_with_bounded_memory(autojump_clock: Any) -> None:
     events: list[tuple[str, Any]] = []
     limits = StreamLimits(max_bytes=10_000, max_events=1000, heartbeat=10, claim_timeout=60)
@@ -101,8 +136,21 @@ async def test_slow_consumer_is_cut_off_with_bounded_memory(autojump_clock: Any)
         sid = await stub.ask(("stream", {"who": "slow"}))
         stream = sys.streams.get(sid)
         assert stream is not None
-        reader = sys.streams.consume(stream)
-        assert await reader.__anext__() == b"start\n"  # claimed, then never read again
+        first: list[bytes] = []
+
+        async def read_once(chunk: bytes) -> None:  # claimed, then never read again
+            first.append(chunk)
+            await trio.sleep_forever()
+
+        reader = trio.CancelScope()
+
+        async def consume() -> None:
+            with reader:
+                await sys.streams.pump(stream, read_once)
+
+        sys.nursery.start_soon(consume)
+        await trio.sleep(0.1)
+        assert first == [b"start\n"]
         payload = b"x" * 1000
         sent = 0
         while await stub.ask(("send", sid, payload)) is not None:
@@ -112,7 +160,7 @@ async def test_slow_consumer_is_cut_off_with_bounded_memory(autojump_clock: Any)
         await trio.sleep(1)
         assert ("closed", ({"who": "slow"}, "overflow")) in events
         assert stream.buffered == 0 and sys.streams.get(sid) is None
-        await reader.aclose()
+        reader.cancel()
 
 
 async def test_limits_bind_only_once_a_consumer_reads(autojump_clock: Any) -> None:

@@ -96,15 +96,15 @@ class Client:
         stream = self.system.streams.get(self.joined.stream_id)
         assert stream is not None
         with self.scope:
-            async for chunk in self.system.streams.consume(stream):
-                for frame in chunk.decode().split("\n\n"):
-                    fields = dict(
-                        line.split(": ", 1) for line in frame.splitlines() if ": " in line
-                    )
-                    if "event" in fields:
-                        data = orjson.loads(fields["data"])
-                        self.events.append((int(fields["id"]), fields["event"], data))
+            await self.system.streams.pump(stream, self._take)
         self.ended.set()
+
+    async def _take(self, chunk: bytes) -> None:
+        for frame in chunk.decode().split("\n\n"):
+            fields = dict(line.split(": ", 1) for line in frame.splitlines() if ": " in line)
+            if "event" in fields:
+                data = orjson.loads(fields["data"])
+                self.events.append((int(fields["id"]), fields["event"], data))
 
     def of(self, kind: str) -> list[Any]:
         return [data for _, event, data in self.events if event == kind]
@@ -195,8 +195,12 @@ async def test_a_slow_consumer_loses_nothing(autojump_clock: Any) -> None:
         joined = await system.get("rooms", "r").ask(Connect())
         stream = system.streams.get(joined.stream_id)
         assert stream is not None
-        reader = system.streams.consume(stream)
-        await reader.__anext__()  # b claims its stream and then stops reading
+
+        async def stop_reading(chunk: bytes) -> None:  # b claims its stream, reads no more
+            await trio.sleep_forever()
+
+        nursery.start_soon(system.streams.pump, stream, stop_reading)
+        await trio.testing.wait_all_tasks_blocked()
         token = orjson.loads(stream.buffer[0].split(b"data: ")[1].split(b"\n")[0])["token"]
         room = system.get("rooms", "r")
         big = {"sdp": "x" * 3000}
@@ -213,7 +217,6 @@ async def test_a_slow_consumer_loses_nothing(autojump_clock: Any) -> None:
         # written waited in the queue: together, nothing is lost
         got = len(b.of("signal")) + info[joined.session_id].replayable
         assert got >= 12
-        await reader.aclose()
         nursery.cancel_scope.cancel()
 
 

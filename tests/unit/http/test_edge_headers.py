@@ -1,9 +1,8 @@
-"""The fast path's header lookup, in process (its answers are compared with the Quart
-route's on a live system in tests/integration/test_fastpath.py)."""
+"""The API layer's view of a request's headers, in process."""
 
 from __future__ import annotations
 
-from roomkeeper.http.fastpath import AsgiHeaders
+from roomkeeper.http.edge import AsgiHeaders
 
 
 def test_asgi_headers_are_looked_up_without_case() -> None:
@@ -11,3 +10,6 @@ def test_asgi_headers_are_looked_up_without_case() -> None:
     assert headers.get("Content-Length") == "12"
     assert headers.get("X-TOKEN") == "a"  # the first, as Werkzeug's Headers.get
     assert headers.get("Authorization") is None
+    assert headers.getlist("x-Token") == ["a", "b"]
+    assert headers.getlist("Via") == []
+    assert headers.items()[1] == ("x-token", "a")

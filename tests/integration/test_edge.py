@@ -1,0 +1,74 @@
+"""The API's own ASGI layer (http/edge.py): what an event stream costs the server, and the
+layer mounted below a path. Its answers, route by route, are tested on the wire by the
+rest of this folder."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+
+from roomkeeper.http.app import create_app
+from roomkeeper.testing import AsyncEmbeddedServer, serve_async
+
+from ..support.asgi import asgi_client
+
+STREAMS = 12
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[AsyncEmbeddedServer]:
+    async with serve_async() as running:
+        yield running
+
+
+def _tasks() -> int:
+    """Every task of this trio run."""
+    count, pending = 0, [trio.lowlevel.current_root_task()]
+    while pending:
+        task = pending.pop()
+        count += 1
+        for nursery in task.child_nurseries:
+            pending.extend(nursery.child_tasks)
+    return count
+
+
+async def _open_stream(url: str, room: str) -> trio.SocketStream:
+    """A raw connection with a stream open on it (its head read): no client-side task."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    sock = await trio.open_tcp_stream(host, int(port))
+    await sock.send_all(f"GET /api/connect?room={room} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    head = b""
+    while b"event: session" not in head:
+        head += await sock.receive_some(65536)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return sock
+
+
+@pytest.mark.single_process("counts the tasks of the server in this process")
+async def test_an_open_stream_costs_only_its_connections_two_tasks(
+    server: AsyncEmbeddedServer,
+) -> None:
+    await trio.testing.wait_all_tasks_blocked()
+    before, rooms_before = _tasks(), server.system.snapshot()[0].live
+    sockets = [await _open_stream(server.url, f"tasks-{n}") for n in range(STREAMS)]
+    await trio.testing.wait_all_tasks_blocked()
+    # Hypercorn's connection task and the task it runs the request in; each room's actor
+    # (one room per stream here) is a task of the runtime, counted apart.
+    rooms = server.system.snapshot()[0].live - rooms_before
+    assert rooms == STREAMS
+    assert (_tasks() - before - rooms) / STREAMS == 2
+    for sock in sockets:
+        await sock.aclose()
+
+
+async def test_the_api_is_served_below_a_mount_point(server: AsyncEmbeddedServer) -> None:
+    app = create_app(server.system)
+    async with asgi_client(app, root_path="/signaling") as client:
+        refused = await client.post("/signaling/api/leave?room=r", content=b"{}")
+        health = await client.get("/signaling/healthz")
+        wrong = await client.get("/signaling/api/leave")
+    assert refused.status_code == 400 and "error" in refused.json()
+    assert health.status_code == 200
+    assert wrong.status_code == 405 and wrong.headers["Allow"] == "OPTIONS, POST"

@@ -35,7 +35,7 @@ from werkzeug.exceptions import RequestTimeout
 from ..observe.hooks import Observability
 from ..observe.logs import new_request_id, request_id_var, sane_request_id
 from ..runtime.streams import Stream
-from .api import CONNECT_ROUTE, POST_ROUTES, Api, StreamAnswer, Via
+from .api import CONNECT_ROUTE, POST_ROUTES, Api, Via
 from .errors import ApiError, error_response, method_not_allowed
 from .parsing import parse_json_object, parse_query, post_body_size, room_from
 
@@ -103,11 +103,11 @@ class ApiEdge:
         if methods is None:
             await self.rest(scope, receive, send)
             return
-        exchange = _Exchange(self, scope, path, send)
+        exchange = _Exchange(self, scope, path, receive, send)
         method = scope["method"]
         if method in methods:
             if path == CONNECT_ROUTE:
-                await self._connect(exchange, scope, receive)
+                await self._connect(exchange, scope)
             else:
                 await self._post(exchange, scope, receive)
         elif method == "OPTIONS":
@@ -122,9 +122,7 @@ class ApiEdge:
             await exchange.fail(method_not_allowed((*methods, "OPTIONS")), None)
 
     # -- GET /api/connect -----------------------------------------------------------------
-    async def _connect(
-        self, exchange: _Exchange, scope: HTTPScope, receive: ASGIReceiveCallable
-    ) -> None:
+    async def _connect(self, exchange: _Exchange, scope: HTTPScope) -> None:
         room: str | None = None
         headers = exchange.headers
         try:
@@ -145,35 +143,21 @@ class ApiEdge:
         except Exception as exc:
             await exchange.fail(exc, room)
             return
-        await self._stream(exchange, answer, room, receive)
-
-    async def _stream(
-        self, exchange: _Exchange, answer: StreamAnswer, room: str, receive: ASGIReceiveCallable
-    ) -> None:
-        """Send a connect's answer: its head, then its body as it comes, until the body
-        ends or the client goes away."""
+        # The answer: its head, then its body as it comes, until the body ends or the
+        # client goes away.
         body = answer.body
         if isinstance(body, bytes):
             await exchange.answer(answer.status, body, dict(answer.headers), room)
             return
         await exchange.start(answer.status, dict(answer.headers), room)
-        send = exchange.send
-
-        async def write(chunk: bytes) -> None:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-
-        async def until_gone() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass  # a GET's body, if it has one, is not read
-
         slot = answer.slot
         if slot is not None:
             slot.start()
         try:
             if isinstance(body, Stream):
-                await self.api.system.streams.pump(body, write, until_gone)
+                await self.api.system.streams.pump(body, exchange.write, exchange.until_gone)
             else:
-                await _relay(body, write, until_gone)
+                await _relay(body, exchange.write, exchange.until_gone)
         finally:
             if slot is not None:
                 slot.release()
@@ -262,13 +246,21 @@ class _Exchange:
     """One request to an API route and its answer: JSON errors, CORS and the request id
     on every answer; each answer counted, timed and logged once its head is out."""
 
-    __slots__ = ("edge", "headers", "method", "path", "request_id", "send", "started")
+    __slots__ = ("edge", "headers", "method", "path", "receive", "request_id", "send", "started")
 
-    def __init__(self, edge: ApiEdge, scope: HTTPScope, path: str, send: ASGISendCallable) -> None:
+    def __init__(
+        self,
+        edge: ApiEdge,
+        scope: HTTPScope,
+        path: str,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+    ) -> None:
         self.started = time.perf_counter()
         self.edge = edge
         self.path = path
         self.method: str = scope["method"]
+        self.receive = receive
         self.send = send
         self.headers = AsgiHeaders(scope["headers"])
         self.request_id = sane_request_id(self.headers.get("X-Request-Id")) or new_request_id()
@@ -282,11 +274,20 @@ class _Exchange:
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+                "headers": [_encoded(name, value) for name, value in headers.items()],
             }
         )
         elapsed = time.perf_counter() - self.started
         self.edge.observability.record(self.path, self.method, status, elapsed, room)
+
+    async def write(self, chunk: bytes) -> None:
+        """More of the answer's body."""
+        await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def until_gone(self) -> None:
+        """Return when the client has gone away (a GET's body, if any, is not read)."""
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
 
     async def end(self, body: bytes = b"") -> None:
         """The answer's last bytes. Never cancelled (see ShieldFinalSend, app.py)."""
@@ -309,7 +310,7 @@ class _Exchange:
         if final:
             await self.end(body)
         else:
-            await self.send({"type": "http.response.body", "body": body, "more_body": True})
+            await self.write(body)
 
     async def fail(self, exc: Exception, room: str | None, *, final: bool = True) -> None:
         """The answer to a refused or failed request (`ApiError`, else a 500)."""
@@ -318,6 +319,31 @@ class _Exchange:
             exc = ApiError(500, "Internal Server Error")
         body, status, headers = error_response(exc)
         await self.answer(status, body, headers, room, final=final)
+
+
+_ENCODED: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+_STABLE = frozenset(
+    {
+        "Content-Type",
+        "Cache-Control",
+        "X-Accel-Buffering",
+        "Connection",
+        "Vary",
+        "Access-Control-Allow-Origin",
+        "Access-Control-Expose-Headers",
+    }
+)
+"""Headers whose few values are encoded once and shared by every answer: Hypercorn keeps
+an event stream's head for as long as the stream lasts (1.2 KB a stream, each encoded)."""
+
+
+def _encoded(name: str, value: str) -> tuple[bytes, bytes]:
+    pair = _ENCODED.get((name, value))
+    if pair is None:
+        pair = (name.lower().encode(), value.encode())
+        if name in _STABLE and len(_ENCODED) < 1024:
+            _ENCODED[(name, value)] = pair
+    return pair
 
 
 async def _relay(

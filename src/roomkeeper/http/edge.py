@@ -109,7 +109,7 @@ class ApiEdge:
             if path == CONNECT_ROUTE:
                 await self._connect(exchange, scope)
             else:
-                await self._post(exchange, scope, receive)
+                await self._post(exchange, scope)
         elif method == "OPTIONS":
             headers = exchange.headers
             allowed = self.api.cors.preflight_headers(
@@ -149,11 +149,11 @@ class ApiEdge:
         if isinstance(body, bytes):
             await exchange.answer(answer.status, body, dict(answer.headers), room)
             return
-        await exchange.start(answer.status, dict(answer.headers), room)
         slot = answer.slot
-        if slot is not None:
-            slot.start()
         try:
+            await exchange.start(answer.status, dict(answer.headers), room)
+            if slot is not None:
+                slot.start()
             if isinstance(body, Stream):
                 await self.api.system.streams.pump(body, exchange.write, exchange.until_gone)
             else:
@@ -164,10 +164,9 @@ class ApiEdge:
         await exchange.end()
 
     # -- the POST routes ------------------------------------------------------------------
-    async def _post(
-        self, exchange: _Exchange, scope: HTTPScope, receive: ASGIReceiveCallable
-    ) -> None:
+    async def _post(self, exchange: _Exchange, scope: HTTPScope) -> None:
         headers = exchange.headers
+        receive = exchange.receive
         try:
             size = post_body_size(headers, self.max_body)
         except ApiError as refusal:

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
 import pytest
+import trio
 
 from .conftest import RawConnection, RawResponse, ServerProcess, request_bytes, start_shared
 
@@ -136,3 +141,79 @@ async def test_a_refused_head_request_gets_no_body(server: ServerProcess) -> Non
     assert response.status == 400
     assert response.header("content-type") == "application/json"
     assert int(response.header("content-length") or 0) > 0  # the GET's would-be length
+
+
+# --- HTTP/2: refused with frames, no answer --------------------------------------------------
+
+H2_REQUEST = [
+    (b":method", b"GET"),
+    (b":scheme", b"http"),
+    (b":authority", b"roomkeeper.test"),
+    (b":path", b"/healthz"),
+]
+
+
+async def received(stream: trio.SocketStream) -> bytes:
+    try:
+        return await stream.receive_some(65536)
+    except trio.BrokenResourceError:  # reset by the server
+        return b""
+
+
+async def h2_exchange(
+    server: ServerProcess, headers: list[tuple[bytes, bytes]], *, until_closed: bool = True
+) -> list[object]:
+    """Send one HTTP/2 request (prior knowledge, headers as given, unchecked) on a new
+    connection; the events received until the server closes it (or, ``until_closed``
+    false, until the answer's headers)."""
+    config = h2.config.H2Configuration(
+        client_side=True, validate_outbound_headers=False, normalize_outbound_headers=False
+    )
+    conn = h2.connection.H2Connection(config)
+    conn.initiate_connection()
+    conn.send_headers(1, headers, end_stream=True)
+    events: list[object] = []
+    async with await trio.open_tcp_stream(server.host, server.port) as stream:
+        await stream.send_all(conn.data_to_send())
+        with trio.fail_after(5):
+            while data := await received(stream):
+                events += conn.receive_data(data)
+                if not until_closed and any(
+                    isinstance(e, h2.events.ResponseReceived) for e in events
+                ):
+                    break
+    return events
+
+
+def goaway(events: list[object]) -> h2.errors.ErrorCodes | None:
+    codes = [e.error_code for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    return codes[0] if codes else None
+
+
+async def test_http2_works_here(server: ServerProcess) -> None:
+    """The server speaks HTTP/2 in cleartext, so what it refuses there matters."""
+    events = await h2_exchange(server, H2_REQUEST, until_closed=False)
+    answers = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+    assert dict(answers[0].headers)[b":status"] == b"200"
+
+
+async def test_http2_refuses_a_header_list_over_64_kib_with_goaway(server: ServerProcess) -> None:
+    events = await h2_exchange(server, [*H2_REQUEST, (b"x-big", b"a" * 70_000)])
+    assert goaway(events) == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert not any(isinstance(e, h2.events.ResponseReceived) for e in events)
+
+
+async def test_http2_refuses_a_malformed_header_block_with_goaway(server: ServerProcess) -> None:
+    events = await h2_exchange(server, [*H2_REQUEST, (b"Upper-Case", b"x")])
+    assert goaway(events) == h2.errors.ErrorCodes.PROTOCOL_ERROR
+
+
+async def test_http2_with_raw_bytes_in_the_path_is_closed_and_the_server_lives_on(
+    server: ServerProcess,
+) -> None:
+    events = await h2_exchange(server, [*H2_REQUEST[:3], (b":path", b"/\xff")])
+    assert goaway(events) is None
+    assert not any(isinstance(e, h2.events.ResponseReceived) for e in events)
+    async with await RawConnection.open(server) as conn:
+        await conn.send(request_bytes("GET", "/healthz"))
+        assert (await conn.response()).status == 200

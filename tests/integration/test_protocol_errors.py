@@ -108,13 +108,14 @@ async def test_with_a_list_of_origins_an_unparsed_request_allows_none(
 async def test_with_a_list_of_origins_a_refused_body_allows_the_listed_origin(
     listed: ServerProcess,
 ) -> None:
-    """A chunked body that is not chunked: the head was parsed, so its Origin is known
-    and, listed, allowed. (Head and bad chunk in one write: h11 refuses the chunk before
-    the route's own answer, a 411, is sent; that answer is then dropped.)"""
+    """A chunked body that is not chunked: the head was parsed, so its Origin (and
+    X-Request-Id) is known and, listed, allowed. (Head and bad chunk in one write: h11
+    refuses the chunk before the route's own answer, a 411, is sent; that answer is then
+    dropped.)"""
     data = request_bytes(
         "POST",
         "/api/signal?room=r",
-        headers={"Origin": LISTED, "Transfer-Encoding": "chunked"},
+        headers={"Origin": LISTED, "Transfer-Encoding": "chunked", "X-Request-Id": "lb-7"},
         body=b"not-hex\r\n",
         content_length=False,
     )
@@ -123,6 +124,7 @@ async def test_with_a_list_of_origins_a_refused_body_allows_the_listed_origin(
     assert error(response) == "Bad Request: malformed chunked body"
     assert response.header("access-control-allow-origin") == LISTED
     assert response.header("vary") == "Origin"
+    assert response.header("x-request-id") == "lb-7"  # as any answer to a parsed head
 
 
 async def test_a_refused_head_request_gets_no_body(server: ServerProcess) -> None:

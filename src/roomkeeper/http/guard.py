@@ -13,8 +13,9 @@
 - **What h11 refuses is answered as the API answers.** Hypercorn answered a request h11
   could not parse (malformed, a head too large) with an empty body; it is now the
   protocol's JSON error (`roomkeeper.http.refusal`) with the server's CORS headers and a
-  request id. Without a parsed head the ``Origin`` is unknown: with a list of origins the
-  answer then allows none (``Vary: Origin`` only).
+  request id (a sane incoming ``X-Request-Id`` of a parsed head is kept). Without a
+  parsed head the ``Origin`` is unknown: with a list of origins the answer then allows
+  none (``Vary: Origin`` only).
 
 Hypercorn builds each connection's ``TCPServer`` and ``H11Protocol`` inside ``serve()``, so
 the guards wrap their ``run`` and ``__init__``. They are installed once per process and
@@ -35,7 +36,7 @@ from hypercorn.events import RawData
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio import tcp_server
 
-from ..observe.logs import new_request_id
+from ..observe.logs import new_request_id, sane_request_id
 from .cors import CorsPolicy
 from .refusal import explanation, refusal
 
@@ -92,7 +93,9 @@ async def send_refusal(protocol: Any, status_code: int) -> None:
         config.h11_max_incomplete_size,
         head_read=scope is not None,
     )
-    request_id = new_request_id()
+    given = request_headers.get(b"x-request-id")
+    request_id = sane_request_id(None if given is None else given.decode("latin-1"))
+    request_id = request_id or new_request_id()
     extra = {
         **CorsPolicy(config.cors_origins).headers_for(
             None if origin is None else origin.decode("latin-1")

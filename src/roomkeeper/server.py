@@ -140,6 +140,7 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     # on the way: h11's default (16 KiB) refused a 40 KB head only when it came in pieces.
     hc.h11_max_incomplete_size = MAX_REQUEST_HEAD
     hc.send_timeout = config.send_timeout
+    hc.cors_origins = config.cors_origins  # for the JSON answers to what h11 refuses
     return hc
 
 

@@ -1,4 +1,4 @@
-"""Two guards on the connections of roomkeeper's own Hypercorn server.
+"""Three guards on the connections of roomkeeper's own Hypercorn server.
 
 - **One bad connection must never stop the server.** Hypercorn 0.18's trio worker lets an
   exception from one connection's protocol handler escape into the server's nursery,
@@ -10,6 +10,12 @@
   refuses any byte after it; Hypercorn then answered bytes pipelined behind it with an
   empty ``400`` in place of the answer, or closed while the answer was being sent. Those
   bytes are now left unread until the answer is out; then the connection closes.
+- **What h11 refuses is answered as the API answers.** Hypercorn answered a request h11
+  could not parse (malformed, a head too large) with an empty body; it is now the
+  protocol's JSON error (`roomkeeper.http.refusal`) with the server's CORS headers and a
+  request id (a sane incoming ``X-Request-Id`` of a parsed head is kept). Without a
+  parsed head the ``Origin`` is unknown: with a list of origins the answer then allows
+  none (``Vary: Origin`` only).
 
 Hypercorn builds each connection's ``TCPServer`` and ``H11Protocol`` inside ``serve()``, so
 the guards wrap their ``run`` and ``__init__``. They are installed once per process and
@@ -19,16 +25,22 @@ process (a host application's own, say) runs Hypercorn's code unchanged.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import h11
 from hypercorn.config import Config
+from hypercorn.events import RawData
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio import tcp_server
 
-__all__ = ["GuardedConfig", "LastRequestConnection", "install_guard"]
+from ..observe.logs import new_request_id, sane_request_id
+from .cors import CorsPolicy
+from .refusal import explanation, refusal
+
+__all__ = ["GuardedConfig", "LastRequestConnection", "install_guard", "send_refusal"]
 
 log = logging.getLogger("roomkeeper.http")
 
@@ -37,13 +49,19 @@ _ANSWERING = (h11.SEND_RESPONSE, h11.SEND_BODY)
 
 
 class GuardedConfig(Config):
-    """Hypercorn's config for a server whose connections are guarded."""
+    """Hypercorn's config for a server whose connections are guarded; ``cors_origins``
+    as roomkeeper's ``--cors-origins``, for the answers to what h11 refuses."""
+
+    cors_origins: tuple[str, ...] = ("*",)
 
 
 class LastRequestConnection(h11.Connection):
     """h11's server connection, holding back what follows a connection's last request
     (``PAUSED``, as h11 does after a request that keeps the connection alive) while its
-    answer is being sent, instead of refusing it at once."""
+    answer is being sent, instead of refusing it at once; it keeps the error it refused
+    a request with (``refused``)."""
+
+    refused: h11.RemoteProtocolError | None = None
 
     def next_event(self) -> Any:
         if (
@@ -52,7 +70,61 @@ class LastRequestConnection(h11.Connection):
             and self.trailing_data[0]
         ):
             return h11.PAUSED
-        return super().next_event()
+        try:
+            return super().next_event()
+        except h11.RemoteProtocolError as exc:
+            self.refused = exc
+            raise
+
+
+async def send_refusal(protocol: Any, status_code: int) -> None:
+    """``H11Protocol._send_error_response`` of a guarded connection: the JSON refusal,
+    in one write (an application answering the same request meanwhile cannot slip a
+    byte into it; h11 refuses whatever it sends after)."""
+    connection = protocol.connection
+    config: GuardedConfig = protocol.config
+    refused = getattr(connection, "refused", None)
+    scope = getattr(protocol.stream, "scope", None)  # the head was read: an app has it
+    request_headers = dict(scope["headers"]) if scope is not None else {}
+    origin = request_headers.get(b"origin")
+    why = explanation(
+        status_code,
+        None if refused is None else str(refused),
+        config.h11_max_incomplete_size,
+        head_read=scope is not None,
+    )
+    given = request_headers.get(b"x-request-id")
+    request_id = sane_request_id(None if given is None else given.decode("latin-1"))
+    request_id = request_id or new_request_id()
+    extra = {
+        **CorsPolicy(config.cors_origins).headers_for(
+            None if origin is None else origin.decode("latin-1")
+        ),
+        "X-Request-Id": request_id,
+    }
+    head, body = refusal(status_code, why, extra)
+    events: list[Any] = [
+        h11.Response(status_code=status_code, headers=head + config.response_headers("h11"))
+    ]
+    if scope is None or scope["method"] != "HEAD":
+        events.append(h11.Data(data=body))
+    events.append(h11.EndOfMessage())
+    data = b""
+    for event in events:
+        try:
+            data += connection.send(event) or b""
+        except h11.LocalProtocolError:  # as Hypercorn's: h11 refused to send after an error
+            if connection.their_state is not h11.ERROR:
+                raise
+            break
+    log.debug(
+        "refused before any route: %d %s",
+        status_code,
+        why,
+        extra={"request_id": request_id, "status": status_code},
+    )
+    if data:
+        await protocol.send(RawData(data=data))
 
 
 def install_guard() -> None:
@@ -80,6 +152,7 @@ def install_guard() -> None:
             self.connection = LastRequestConnection(
                 h11.SERVER, max_incomplete_event_size=self.config.h11_max_incomplete_size
             )
+            self._send_error_response = functools.partial(send_refusal, self)
 
     setattr(server_class, _ORIGINAL, run)
     setattr(protocol_class, _ORIGINAL, init)

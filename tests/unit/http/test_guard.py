@@ -9,6 +9,7 @@ from typing import Any
 import h11
 import pytest
 from hypercorn.config import Config
+from hypercorn.events import Closed, RawData
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
@@ -53,12 +54,33 @@ async def test_a_plain_hypercorn_server_is_unaffected(caplog: pytest.LogCaptureF
     assert "a connection failed inside Hypercorn" in caplog.text
 
 
-def _protocol(config: Config) -> Any:
+def _protocol(config: Config, sent: list[Any] | None = None) -> Any:
     async def send(event: Any) -> None:
-        pass
+        if sent is not None:
+            sent.append(event)
 
     context = WorkerContext(None)
     return H11Protocol(None, config, context, None, None, False, None, None, send)  # type: ignore[arg-type]
+
+
+async def _refusal(config: Config) -> bytes:
+    """What a connection with ``config`` sends for a malformed request line."""
+    install_guard()
+    sent: list[Any] = []
+    await _protocol(config, sent).handle(RawData(data=b"GET / HTTP/1.1 x\r\nHost: x\r\n\r\n"))
+    assert isinstance(sent[-1], Closed)
+    return b"".join(event.data for event in sent if isinstance(event, RawData))
+
+
+async def test_only_roomkeepers_connections_answer_what_h11_refuses_as_json() -> None:
+    plain = await _refusal(Config())  # Hypercorn's own: an empty 400
+    assert plain.startswith(b"HTTP/1.1 400 ") and plain.endswith(b"\r\n\r\n")
+    assert b"content-length: 0\r\n" in plain and b"access-control" not in plain
+
+    guarded = await _refusal(GuardedConfig())
+    assert guarded.startswith(b"HTTP/1.1 400 ")
+    assert b"access-control-allow-origin: *\r\n" in guarded
+    assert guarded.endswith(b'\r\n\r\n{"error":"Bad Request: malformed request line"}')
 
 
 def test_only_roomkeepers_connections_hold_back_what_follows_a_last_request() -> None:

@@ -63,6 +63,39 @@ async def test_an_open_stream_costs_only_its_connections_two_tasks(
         await sock.aclose()
 
 
+async def _disconnected(server: AsyncEmbeddedServer, room: str) -> None:
+    """Wait until the room's one session is no longer connected."""
+    with trio.fail_after(5):
+        while True:
+            if not any(s.connected for s in await server.sessions(room)):
+                return
+            await trio.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /api/connect?room={room} HTTP/1.1\r\nHost: x\r\n\r\n",
+        # a GET with a body: a task of its own reads it and learns of the close
+        b"GET /api/connect?room={room} HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody",
+    ],
+    ids=["told-by-the-server", "watched-by-a-task"],
+)
+async def test_a_client_closing_its_stream_is_seen_at_once(head: bytes) -> None:
+    room = "closing"
+    # No heartbeat within the wait: the close itself must be seen, not a failed write.
+    async with serve_async(heartbeat=60.0) as server:
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        sock = await trio.open_tcp_stream(host, int(port))
+        await sock.send_all(head.replace(b"{room}", room.encode()))
+        seen = b""
+        while b"event: session" not in seen:
+            seen += await sock.receive_some(65536)
+        assert [s.connected for s in await server.sessions(room)] == [True]
+        await sock.aclose()
+        await _disconnected(server, room)
+
+
 async def test_the_api_is_served_below_a_mount_point(server: AsyncEmbeddedServer) -> None:
     app = create_app(server.system)
     async with asgi_client(app, root_path="/signaling") as client:

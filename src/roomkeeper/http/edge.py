@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
 
 import trio
 from hypercorn.typing import (
@@ -37,6 +39,7 @@ from ..observe.logs import new_request_id, request_id_var, sane_request_id
 from ..runtime.streams import Stream
 from .api import CONNECT_ROUTE, POST_ROUTES, Api, Via
 from .errors import ApiError, error_response, method_not_allowed
+from .guard import DISCONNECT
 from .parsing import parse_json_object, parse_query, post_body_size, room_from
 
 __all__ = ["DRAIN_LIMIT", "ROUTES", "ApiEdge", "AsgiHeaders"]
@@ -155,9 +158,13 @@ class ApiEdge:
             if slot is not None:
                 slot.start()
             if isinstance(body, Stream):
-                await self.api.system.streams.pump(body, exchange.write, exchange.until_gone)
+                streams = self.api.system.streams
+                async with exchange.until_gone(lambda: streams.disconnect(body)):
+                    await streams.pump(body, exchange.write)
             else:
-                await _relay(body, exchange.write, exchange.until_gone)
+                with trio.CancelScope() as relaying:
+                    async with exchange.until_gone(relaying.cancel):
+                        await _relay(body, exchange.write)
         finally:
             if slot is not None:
                 slot.release()
@@ -245,7 +252,17 @@ class _Exchange:
     """One request to an API route and its answer: JSON errors, CORS and the request id
     on every answer; each answer counted, timed and logged once its head is out."""
 
-    __slots__ = ("edge", "headers", "method", "path", "receive", "request_id", "send", "started")
+    __slots__ = (
+        "edge",
+        "headers",
+        "method",
+        "path",
+        "receive",
+        "request_id",
+        "scope",
+        "send",
+        "started",
+    )
 
     def __init__(
         self,
@@ -257,6 +274,7 @@ class _Exchange:
     ) -> None:
         self.started = time.perf_counter()
         self.edge = edge
+        self.scope = scope
         self.path = path
         self.method: str = scope["method"]
         self.receive = receive
@@ -283,10 +301,34 @@ class _Exchange:
         """More of the answer's body."""
         await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-    async def until_gone(self) -> None:
-        """Return when the client has gone away (a GET's body, if any, is not read)."""
-        while (await self.receive())["type"] != "http.disconnect":
-            pass
+    @asynccontextmanager
+    async def until_gone(self, gone: Callable[[], None]) -> AsyncIterator[None]:
+        """Call ``gone`` if the client goes away while in the block: told by roomkeeper's
+        server (`DISCONNECT`), with no task of its own, or by a task waiting in
+        ``receive`` under any other server, or for a GET that sends a body (read and
+        dropped here, so that it never fills the request's queue)."""
+        extensions: Mapping[str, Any] = self.scope.get("extensions") or {}
+        told: list[Callable[[], None]] | None = extensions.get(DISCONNECT)
+        if told is not None and not _has_body(self.headers):
+            told.append(gone)
+            try:
+                yield
+            finally:
+                if gone in told:
+                    told.remove(gone)
+            return
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                while (await self.receive())["type"] != "http.disconnect":
+                    pass
+                gone()
+
+            nursery.start_soon(watch)
+            try:
+                yield
+            finally:
+                nursery.cancel_scope.cancel()
 
     async def end(self, body: bytes = b"") -> None:
         """The answer's last bytes. Never cancelled (see ShieldFinalSend, app.py)."""
@@ -345,28 +387,21 @@ def _encoded(name: str, value: str) -> tuple[bytes, bytes]:
     return pair
 
 
-async def _relay(
-    chunks: AsyncIterator[bytes],
-    write: Callable[[bytes], Awaitable[None]],
-    until_gone: Callable[[], Awaitable[None]],
-) -> None:
-    """Write the owning node's stream as it comes, until it ends or the client is gone."""
+async def _relay(chunks: AsyncIterator[bytes], write: Callable[[bytes], Awaitable[None]]) -> None:
+    """Write the owning node's stream as it comes, until it ends."""
     try:
-        async with trio.open_nursery() as nursery:
-
-            async def watch() -> None:
-                await until_gone()
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(watch)
-            async for chunk in chunks:
-                await write(chunk)
-            nursery.cancel_scope.cancel()
+        async for chunk in chunks:
+            await write(chunk)
     finally:
         close = getattr(chunks, "aclose", None)
         if close is not None:
             with trio.CancelScope(shield=True):
                 await close()
+
+
+def _has_body(headers: AsgiHeaders) -> bool:
+    length = headers.get("Content-Length")
+    return headers.get("Transfer-Encoding") is not None or length not in (None, "0")
 
 
 def _route_path(scope: HTTPScope) -> str:

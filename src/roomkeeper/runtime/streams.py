@@ -58,6 +58,7 @@ class Stream:
     """One open stream: a bounded buffer of encoded frames and its id counter."""
 
     __slots__ = (
+        "_lot",
         "actor",
         "attachment",
         "buffer",
@@ -73,7 +74,6 @@ class Stream:
         "last_write",
         "opened_at",
         "stream_id",
-        "waker",
     )
 
     def __init__(
@@ -93,16 +93,10 @@ class Stream:
         self.close_reason = ""
         self.claimed = False
         self.opened_at = self.last_write = trio.current_time()
-        self.waker: trio.CancelScope | None = None  # its consumer's wait, while it waits
+        self._lot = trio.lowlevel.ParkingLot()  # its consumer, waiting for bytes
 
     def info(self) -> StreamInfo:
         return StreamInfo(self.stream_id, self.attachment, self.last_id)
-
-
-def _wake(stream: Stream) -> None:
-    """Bytes (or the close) for a stream whose consumer may be waiting for them."""
-    if stream.waker is not None:
-        stream.waker.cancel()
 
 
 class StreamRegistry:
@@ -174,7 +168,7 @@ class StreamRegistry:
         stream.buffer.append(frame)
         stream.buffered += len(frame)
         stream.last_write = trio.current_time()
-        _wake(stream)
+        stream._lot.unpark()
         return event_id
 
     def close(
@@ -198,7 +192,7 @@ class StreamRegistry:
                 stream.buffer.extend(stream.held)
                 stream.buffered += stream.held_bytes
                 stream.last_write = trio.current_time()
-                _wake(stream)
+                stream._lot.unpark()
             stream.held, stream.held_bytes = None, 0
         if stream.ending:
             stream.ending = False
@@ -229,21 +223,15 @@ class StreamRegistry:
             owned.pop(stream.stream_id, None)
             if not owned:
                 del self._by_actor[stream.actor]
-        _wake(stream)
+        stream._lot.unpark_all()
         if notify:
             self._on_closed(stream, reason)
 
-    async def pump(
-        self,
-        stream: Stream,
-        write: Callable[[bytes], Awaitable[None]],
-        until_gone: Callable[[], Awaitable[None]] = trio.sleep_forever,
-    ) -> None:
+    async def pump(self, stream: Stream, write: Callable[[bytes], Awaitable[None]]) -> None:
         """Hand the stream's bytes to ``write`` as they come (bursts joined into one
-        write) until the stream is closed. Between writes the consumer waits in its own
-        ``until_gone`` (a network connection's end, say), cancelled when bytes arrive: one
-        task per consumer. If ``until_gone`` returns, or ``write`` fails, the consumer
-        has gone away and the actor is told ("disconnected")."""
+        write) until the stream is closed (`disconnect` closes it when its consumer goes
+        away). If this is cancelled, or ``write`` fails, first, the consumer has gone
+        away: the actor is told ("disconnected")."""
         stream.claimed = True
         try:
             await write(self.codec.preamble())
@@ -256,17 +244,15 @@ class StreamRegistry:
                 elif stream.closed:
                     return
                 else:
-                    with trio.CancelScope() as waker:
-                        stream.waker = waker
-                        try:
-                            await until_gone()
-                        finally:
-                            stream.waker = None
-                    if not waker.cancelled_caught:
-                        return
+                    await stream._lot.park()
         finally:
-            self._close(stream, "disconnected", notify=True)
-            self._streams.pop(stream.stream_id, None)
+            self.disconnect(stream)
+
+    def disconnect(self, stream: Stream) -> None:
+        """The stream's consumer has gone away: it is closed, its actor told
+        ("disconnected"), and its `pump` returns."""
+        self._close(stream, "disconnected", notify=True)
+        self._streams.pop(stream.stream_id, None)
 
     def shutdown(self) -> list[tuple[ActorId, str, int]]:
         """Send every stream the codec's goodbye and close it, telling no actor: the

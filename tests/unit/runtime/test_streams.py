@@ -99,7 +99,7 @@ async def test_consumer_going_away_is_told_to_the_actor(autojump_clock: Any) -> 
         assert sys.snapshot()[0].wakes["stream"] == 0
 
 
-async def test_bytes_wake_a_waiting_consumer_and_its_wait_ending_means_it_is_gone(
+async def test_bytes_wake_a_waiting_consumer_until_it_is_disconnected(
     autojump_clock: Any,
 ) -> None:
     events: list[tuple[str, Any]] = []
@@ -109,23 +109,19 @@ async def test_bytes_wake_a_waiting_consumer_and_its_wait_ending_means_it_is_gon
         stream = sys.streams.get(sid)
         assert stream is not None
         written: list[bytes] = []
-        gone = trio.Event()  # the consumer's own end: a connection closing, say
 
         async def write(chunk: bytes) -> None:
             written.append(chunk)
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(sys.streams.pump, stream, write, gone.wait)
-            await trio.testing.wait_all_tasks_blocked()
-            assert stream.waker is not None  # waiting in its own wait
+            nursery.start_soon(sys.streams.pump, stream, write)
             await stub.ask(("send", sid, b"one"))
             await trio.testing.wait_all_tasks_blocked()
-            assert b"one" in written[-1]  # woken out of it, written, waiting again
-            assert stream.waker is not None
-            gone.set()
+            assert b"one" in written[-1]  # woken, written, waiting again
+            sys.streams.disconnect(stream)  # its consumer's connection ended, say
         await trio.sleep(1)
         assert ("closed", ({"who": "x"}, "disconnected")) in events
-        assert sys.streams.get(sid) is None
+        assert sys.streams.get(sid) is None and await stub.ask(("streams",)) == []
 
 
 async def test_slow_consumer_is_cut_off_with_bounded_memory(autojump_clock: Any) -> None:

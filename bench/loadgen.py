@@ -687,7 +687,7 @@ class Generator:
             ),
         }
         if args.idle > 0 and args.pid:
-            await trio.sleep(1.0)
+            await trio.sleep(max(1.0, args.idle_after))
             heartbeats = self.stats.heartbeats
             server_cpu, gen_cpu = CpuMeter(args.pid), CpuMeter()
             await trio.sleep(args.idle)
@@ -925,6 +925,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-signals", type=int, default=10_000_000, help="cap per worker")
     parser.add_argument("--streams", type=int, default=10_000, help="capacity/storm streams")
     parser.add_argument("--idle", type=float, default=0.0, help="seconds to hold them idle")
+    parser.add_argument(
+        "--idle-after",
+        type=float,
+        default=1.0,
+        help="seconds between the last open and the idle measurement (rooms hibernate then)",
+    )
     parser.add_argument("--settle", type=float, default=2.0, help="seconds before RSS")
     parser.add_argument("--wait-restart", action="store_true", help="storm: GO on stdin")
     parser.add_argument("--storm-timeout", type=float, default=120.0)

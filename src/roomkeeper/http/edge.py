@@ -39,7 +39,7 @@ from ..observe.logs import new_request_id, request_id_var, sane_request_id
 from ..runtime.streams import Stream
 from .api import CONNECT_ROUTE, POST_ROUTES, Api, Via
 from .errors import ApiError, error_response, method_not_allowed
-from .guard import DISCONNECT
+from .guard import DISCONNECT, Departure
 from .parsing import parse_json_object, parse_query, post_body_size, room_from
 
 __all__ = ["DRAIN_LIMIT", "ROUTES", "ApiEdge", "AsgiHeaders"]
@@ -308,14 +308,13 @@ class _Exchange:
         ``receive`` under any other server, or for a GET that sends a body (read and
         dropped here, so that it never fills the request's queue)."""
         extensions: Mapping[str, Any] = self.scope.get("extensions") or {}
-        told: list[Callable[[], None]] | None = extensions.get(DISCONNECT)
-        if told is not None and not _has_body(self.headers):
-            told.append(gone)
+        departure: Departure | None = extensions.get(DISCONNECT)
+        if departure is not None and not _has_body(self.headers):
+            departure.on_gone(gone)
             try:
                 yield
             finally:
-                if gone in told:
-                    told.remove(gone)
+                departure.forget(gone)
             return
         async with trio.open_nursery() as nursery:
 

@@ -48,6 +48,7 @@ from .refusal import explanation, refusal
 
 __all__ = [
     "DISCONNECT",
+    "Departure",
     "GuardedConfig",
     "LastRequestConnection",
     "install_guard",
@@ -57,9 +58,35 @@ __all__ = [
 log = logging.getLogger("roomkeeper.http")
 
 DISCONNECT = "roomkeeper.disconnect"
-"""The ASGI scope extension of an HTTP request on roomkeeper's server: a list the
-application may append callbacks to; each is called once, when Hypercorn tells the
-request's task ``http.disconnect`` (the client has gone away, or the connection broke)."""
+"""The ASGI scope extension of an HTTP request on roomkeeper's server: its `Departure`."""
+
+
+class Departure:
+    """A request's client going away (Hypercorn tells the request's task
+    ``http.disconnect``: the client closed, or the connection broke). Callbacks run once,
+    when it happens, or at once if it has happened already."""
+
+    __slots__ = ("_callbacks", "happened")
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[], None]] = []
+        self.happened = False
+
+    def on_gone(self, callback: Callable[[], None]) -> None:
+        if self.happened:
+            callback()
+        else:
+            self._callbacks.append(callback)
+
+    def forget(self, callback: Callable[[], None]) -> None:
+        if callback in self._callbacks:
+            self._callbacks.remove(callback)
+
+    def gone(self) -> None:
+        self.happened = True
+        while self._callbacks:
+            self._callbacks.pop()()
+
 
 _ORIGINAL = "_roomkeeper_original"
 _ANSWERING = (h11.SEND_RESPONSE, h11.SEND_BODY)
@@ -178,14 +205,13 @@ def install_guard() -> None:
     ) -> Callable[[Any], Awaitable[None]]:
         if not isinstance(config, GuardedConfig) or scope["type"] != "http":
             return await spawn_app(self, app, config, scope, send)
-        told: list[Callable[[], None]] = []
-        scope["extensions"][DISCONNECT] = told
+        departure = Departure()
+        scope["extensions"][DISCONNECT] = departure
         put = await spawn_app(self, app, config, scope, send)
 
         async def put_and_tell(message: Any) -> None:
             if message["type"] == "http.disconnect":
-                while told:  # first: the put waits if the task's queue is full
-                    told.pop()()
+                departure.gone()  # first: the put waits if the task's queue is full
             await put(message)
 
         return put_and_tell

@@ -14,7 +14,7 @@ from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 
-from roomkeeper.http.guard import GuardedConfig, LastRequestConnection, install_guard
+from roomkeeper.http.guard import Departure, GuardedConfig, LastRequestConnection, install_guard
 
 
 class _Boom(RuntimeError):
@@ -114,3 +114,20 @@ def test_bytes_after_an_http10_request_wait_for_its_answer() -> None:
     conn.send(h11.EndOfMessage())
     with pytest.raises(h11.RemoteProtocolError):  # answered: now refused, and closed
         conn.next_event()
+
+
+def test_a_departure_runs_its_callbacks_once_and_at_once_if_it_has_happened() -> None:
+    departure, calls = Departure(), []
+
+    def ended_first() -> None:
+        calls.append("forgotten")
+
+    departure.on_gone(lambda: calls.append("stream"))
+    departure.on_gone(ended_first)
+    departure.forget(ended_first)  # its block ended before the client left
+    departure.gone()
+    departure.gone()
+    assert calls == ["stream"]
+    # registered after the client went away (while the room was still answering, say)
+    departure.on_gone(lambda: calls.append("late"))
+    assert calls == ["stream", "late"]

@@ -214,6 +214,9 @@ class Api:
         head: bool = False,
         items: Callable[[], Iterable[tuple[str, str]]] = list,
     ) -> StreamAnswer:
+        """A connect to ``room`` with its parsed ``query``; ``target`` is its path and
+        query as they came (a forwarded connect is signed over it), ``forwarded`` its
+        ``X-Forwarded-For`` values, ``items`` its headers (read only to forward)."""
         session_id, token = connect_credentials(query, headers)
         lei = last_event_id(query, headers)
         ticket = ticket_from(query, headers)

@@ -4,12 +4,15 @@ rest of this folder."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import trio
 
 from roomkeeper.http.app import create_app
+from roomkeeper.http.guard import DISCONNECT, Departure
 from roomkeeper.testing import AsyncEmbeddedServer, serve_async
 
 from ..support.asgi import asgi_client
@@ -94,6 +97,56 @@ async def test_a_client_closing_its_stream_is_seen_at_once(head: bytes) -> None:
         assert [s.connected for s in await server.sessions(room)] == [True]
         await sock.aclose()
         await _disconnected(server, room)
+
+
+async def test_a_connect_whose_client_has_gone_does_not_replace_the_live_stream(
+    server: AsyncEmbeddedServer,
+) -> None:
+    """A connect that waited in a frozen node's socket while its client moved on (the
+    cluster's SIGSTOP test): served anyway, it replaced the session's live stream with one
+    nobody reads, and the session's signals came again, with new ids, on its next one."""
+    room = "stale"
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    sock = await trio.open_tcp_stream(host, int(port))
+    await sock.send_all(f"GET /api/connect?room={room} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    seen = b""
+    while b"event: session" not in seen:
+        seen += await sock.receive_some(65536)
+    data = seen.split(b"event: session\ndata: ", 1)[1].split(b"\n", 1)[0]
+    session = json.loads(data)
+    departure = Departure()
+    departure.gone()  # Hypercorn read the request and its client's close together
+    query = f"room={room}&session_id={session['session_id']}&token={session['token']}"
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        await trio.sleep_forever()
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/api/connect",
+        "raw_path": b"/api/connect",
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"x")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", int(port)),
+        "extensions": {DISCONNECT: departure},
+    }
+    await create_app(server.system)(scope, receive, send)  # type: ignore[arg-type]
+    assert sent == []  # nothing answered: nobody is there
+    assert [s.connected for s in await server.sessions(room)] == [True]
+    with trio.move_on_after(0.5):
+        seen = await sock.receive_some(65536)
+        assert b"replaced" not in seen  # the live stream goes on
+    await sock.aclose()
 
 
 async def test_the_api_is_served_below_a_mount_point(server: AsyncEmbeddedServer) -> None:

@@ -132,17 +132,25 @@ class ApiEdge:
             query = parse_query(scope["query_string"])
             room = room_from(query)
             client = scope.get("client")
-            answer = await self.api.connect(
-                room,
-                query,
-                _target(scope, exchange.path),
-                headers,
-                headers.getlist("X-Forwarded-For"),
-                client[0] if client else None,
-                scope["http_version"],
-                head=scope["method"] == "HEAD",
-                items=headers.items,
-            )
+            # A client gone before its answer (a request that waited in a frozen node's
+            # socket, say) is not connected: its session's live stream, on another
+            # connection, would be replaced by one nobody reads.
+            with trio.CancelScope() as connecting:
+                async with exchange.until_gone(connecting.cancel):
+                    await trio.lowlevel.checkpoint_if_cancelled()  # gone already: no ask
+                    answer = await self.api.connect(
+                        room,
+                        query,
+                        _target(scope, exchange.path),
+                        headers,
+                        headers.getlist("X-Forwarded-For"),
+                        client[0] if client else None,
+                        scope["http_version"],
+                        head=scope["method"] == "HEAD",
+                        items=headers.items,
+                    )
+            if connecting.cancelled_caught:
+                return
         except Exception as exc:
             await exchange.fail(exc, room)
             return

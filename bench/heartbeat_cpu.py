@@ -19,29 +19,15 @@ import pstats
 import time
 
 import trio
+from idle_streams import UNLIMITED, open_idle_streams
 
 from roomkeeper.testing import serve_async
 
 
 async def main(args: argparse.Namespace) -> None:
-    limits = {"new_sessions_per_minute": 1e9, "new_sessions_burst": 1e9}
-    async with serve_async(
-        streams_per_address=10**7, heartbeat=1.0, hibernate_after=3600, **limits
-    ) as server:
+    async with serve_async(heartbeat=1.0, hibernate_after=3600, **UNLIMITED) as server:
         port = int(server.url.rsplit(":", 1)[1])
-        held: list[trio.socket.SocketType] = []
-
-        async def open_stream(i: int) -> None:
-            sock = trio.socket.socket()
-            await sock.connect(("127.0.0.1", port))
-            await sock.send(b"GET /api/connect?room=r%d HTTP/1.1\r\nHost: x\r\n\r\n" % (i // 2))
-            seen = b""
-            while b"event: session" not in seen:
-                seen += await sock.recv(65536)
-            held.append(sock)
-
-        for i in range(args.streams):
-            await open_stream(i)
+        held = await open_idle_streams(port, range(args.streams))
         await trio.sleep(3)
         profile = cProfile.Profile() if args.profile else None
         started = time.process_time()

@@ -17,6 +17,7 @@ import tracemalloc
 from collections import Counter
 
 import trio
+from idle_streams import UNLIMITED, open_idle_streams
 
 from roomkeeper.testing import serve_async
 
@@ -35,28 +36,14 @@ def package(filename: str) -> str:
 
 
 async def main(count: int) -> None:
-    limits = {"new_sessions_per_minute": 1e9, "new_sessions_burst": 1e9}
-    async with serve_async(streams_per_address=10**7, heartbeat=1000, **limits) as server:
+    async with serve_async(heartbeat=1000, **UNLIMITED) as server:
         port = int(server.url.rsplit(":", 1)[1])
-        held: list[trio.socket.SocketType] = []
-
-        async def open_stream(i: int) -> None:
-            sock = trio.socket.socket()
-            await sock.connect(("127.0.0.1", port))
-            await sock.send(b"GET /api/connect?room=r%d HTTP/1.1\r\nHost: x\r\n\r\n" % (i // 2))
-            seen = b""
-            while b"event: session" not in seen:
-                seen += await sock.recv(65536)
-            held.append(sock)
-
-        for i in range(100):
-            await open_stream(i)
+        held = await open_idle_streams(port, range(100))
         await trio.sleep(1)
         gc.collect()
         tracemalloc.start(10)
         before = tracemalloc.take_snapshot()
-        for i in range(100, 100 + count):
-            await open_stream(i)
+        held += await open_idle_streams(port, range(100, 100 + count))
         await trio.sleep(1)
         gc.collect()
         diff = tracemalloc.take_snapshot().compare_to(before, "filename")

@@ -37,16 +37,21 @@ def _tasks() -> int:
     return count
 
 
-async def _open_stream(url: str, room: str) -> trio.SocketStream:
-    """A raw connection with a stream open on it (its head read): no client-side task."""
+def _connect(room: str) -> bytes:
+    return f"GET /api/connect?room={room} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+
+
+async def _open_stream(url: str, request: bytes) -> tuple[trio.SocketStream, bytes]:
+    """A raw connection that sent ``request`` (a connect) and read its answer up to the
+    session event, with no client-side task: the socket, and what it read."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     sock = await trio.open_tcp_stream(host, int(port))
-    await sock.send_all(f"GET /api/connect?room={room} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    head = b""
-    while b"event: session" not in head:
-        head += await sock.receive_some(65536)
-    assert head.startswith(b"HTTP/1.1 200"), head
-    return sock
+    await sock.send_all(request)
+    seen = b""
+    while b"event: session" not in seen:
+        seen += await sock.receive_some(65536)
+    assert seen.startswith(b"HTTP/1.1 200"), seen
+    return sock, seen
 
 
 @pytest.mark.single_process("counts the tasks of the server in this process")
@@ -55,7 +60,7 @@ async def test_an_open_stream_costs_only_its_connections_two_tasks(
 ) -> None:
     await trio.testing.wait_all_tasks_blocked()
     before, rooms_before = _tasks(), server.system.snapshot()[0].live
-    sockets = [await _open_stream(server.url, f"tasks-{n}") for n in range(STREAMS)]
+    sockets = [(await _open_stream(server.url, _connect(f"tasks-{n}")))[0] for n in range(STREAMS)]
     await trio.testing.wait_all_tasks_blocked()
     # Hypercorn's connection task and the task it runs the request in; each room's actor
     # (one room per stream here) is a task of the runtime, counted apart.
@@ -88,12 +93,7 @@ async def test_a_client_closing_its_stream_is_seen_at_once(head: bytes) -> None:
     room = "closing"
     # No heartbeat within the wait: the close itself must be seen, not a failed write.
     async with serve_async(heartbeat=60.0) as server:
-        host, port = server.url.removeprefix("http://").rsplit(":", 1)
-        sock = await trio.open_tcp_stream(host, int(port))
-        await sock.send_all(head.replace(b"{room}", room.encode()))
-        seen = b""
-        while b"event: session" not in seen:
-            seen += await sock.receive_some(65536)
+        sock, _ = await _open_stream(server.url, head.replace(b"{room}", room.encode()))
         assert [s.connected for s in await server.sessions(room)] == [True]
         await sock.aclose()
         await _disconnected(server, room)
@@ -106,12 +106,7 @@ async def test_a_connect_whose_client_has_gone_does_not_replace_the_live_stream(
     cluster's SIGSTOP test): served anyway, it replaced the session's live stream with one
     nobody reads, and the session's signals came again, with new ids, on its next one."""
     room = "stale"
-    host, port = server.url.removeprefix("http://").rsplit(":", 1)
-    sock = await trio.open_tcp_stream(host, int(port))
-    await sock.send_all(f"GET /api/connect?room={room} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    seen = b""
-    while b"event: session" not in seen:
-        seen += await sock.receive_some(65536)
+    sock, seen = await _open_stream(server.url, _connect(room))
     data = seen.split(b"event: session\ndata: ", 1)[1].split(b"\n", 1)[0]
     session = json.loads(data)
     departure = Departure()
@@ -137,7 +132,7 @@ async def test_a_connect_whose_client_has_gone_does_not_replace_the_live_stream(
         "root_path": "",
         "headers": [(b"host", b"x")],
         "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", int(port)),
+        "server": ("127.0.0.1", 8787),
         "extensions": {DISCONNECT: departure},
     }
     await create_app(server.system)(scope, receive, send)  # type: ignore[arg-type]

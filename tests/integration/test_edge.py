@@ -153,3 +153,35 @@ async def test_the_api_is_served_below_a_mount_point(server: AsyncEmbeddedServer
     assert refused.status_code == 400 and "error" in refused.json()
     assert health.status_code == 200
     assert wrong.status_code == 405 and wrong.headers["Allow"] == "OPTIONS, POST"
+
+
+async def test_a_websocket_handshake_under_a_server_that_cannot_answer_it_is_closed(
+    server: AsyncEmbeddedServer,
+) -> None:
+    """Without the ``websocket.http.response`` extension (Hypercorn has it: see
+    test_protocol_errors.py), the handshake is refused the only way ASGI allows, and
+    Quart, which has no WebSocket route, never sees it."""
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "scheme": "ws",
+        "path": "/api/connect",
+        "raw_path": b"/api/connect",
+        "query_string": b"room=ws",
+        "root_path": "",
+        "headers": [(b"host", b"x")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8787),
+        "subprotocols": [],
+    }
+    await create_app(server.system)(scope, receive, send)  # type: ignore[arg-type]
+    assert sent == [{"type": "websocket.close", "code": 1008, "reason": None}]

@@ -145,6 +145,63 @@ async def test_a_refused_head_request_gets_no_body(server: ServerProcess) -> Non
     assert int(response.header("content-length") or 0) > 0  # the GET's would-be length
 
 
+# --- WebSocket handshakes to the API's routes -------------------------------------------
+
+
+def handshake(target: str, headers: dict[str, str] | None = None) -> bytes:
+    return request_bytes(
+        "GET",
+        target,
+        headers={
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13",
+            **(headers or {}),
+        },
+    )
+
+
+async def handshake_answer(server: ServerProcess, data: bytes) -> RawResponse:
+    """The answer to the handshake ``data``, after which the connection closes (the
+    server does not go back to HTTP after a handshake), as the answer says."""
+    async with await RawConnection.open(server) as conn:
+        await conn.send(data)
+        response = await conn.response()
+        assert await conn.closed_within(5)
+    assert response.header("connection") == "close"
+    assert response.header("content-type") == "application/json"
+    assert response.header("access-control-expose-headers") == "Retry-After, X-Request-Id"
+    assert response.header("upgrade") is None
+    return response
+
+
+async def test_a_websocket_handshake_to_the_event_stream_is_a_json_400_naming_its_transport(
+    listed: ServerProcess,
+) -> None:
+    data = handshake("/api/connect?room=ws-refused", {"Origin": LISTED, "X-Request-Id": "ws-1"})
+    response = await handshake_answer(listed, data)
+    assert response.status == 400
+    assert error(response) == (
+        "Bad Request: /api/connect is an event stream (text/event-stream on a plain GET), "
+        "not a WebSocket"
+    )
+    assert response.header("access-control-allow-origin") == LISTED
+    assert response.header("x-request-id") == "ws-1"
+
+
+async def test_a_websocket_handshake_to_a_post_route_is_the_405_a_get_gets(
+    server: ServerProcess,
+) -> None:
+    for path in ("/api/signal", "/api/leave"):
+        response = await handshake_answer(server, handshake(f"{path}?room=ws-refused"))
+        assert response.status == 405
+        assert response.header("allow") == "OPTIONS, POST"
+        assert error(response).startswith("Method Not Allowed")
+        assert response.header("access-control-allow-origin") == "*"
+        assert response.header("x-request-id")
+
+
 # --- HTTP/2: refused with frames, no answer --------------------------------------------------
 
 H2_REQUEST = [

@@ -31,6 +31,7 @@ from hypercorn.typing import (
     ASGISendCallable,
     HTTPScope,
     Scope,
+    WebsocketScope,
 )
 from werkzeug.exceptions import RequestTimeout
 
@@ -57,6 +58,13 @@ DRAIN_LIMIT = 1 << 20
 larger): nginx's ``client_max_body_size`` in the shipped config is 1 MiB."""
 
 _TIMEOUT = f"{RequestTimeout().name}: {RequestTimeout.description}"
+_HANDSHAKE_ANSWER = "websocket.http.response"
+"""The ASGI extension that lets an app answer a WebSocket handshake with an HTTP response."""
+_POLICY_VIOLATION = 1008
+_NOT_A_WEBSOCKET = (
+    f"Bad Request: {CONNECT_ROUTE} is an event stream (text/event-stream on a plain GET), "
+    "not a WebSocket"
+)
 _HTTP1 = ("1.0", "1.1")
 
 
@@ -99,7 +107,10 @@ class ApiEdge:
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         if scope["type"] != "http":
-            await self.rest(scope, receive, send)
+            if scope["type"] == "websocket" and _route_path(scope) in ROUTES:
+                await self._refuse_websocket(scope, send)
+            else:
+                await self.rest(scope, receive, send)
             return
         path = _route_path(scope)
         methods = ROUTES.get(path)
@@ -123,6 +134,31 @@ class ApiEdge:
             await exchange.answer(204, b"", allowed, None)
         else:
             await exchange.fail(method_not_allowed((*methods, "OPTIONS")), None)
+
+    async def _refuse_websocket(self, scope: WebsocketScope, send: ASGISendCallable) -> None:
+        """A WebSocket handshake to an API route: a POST route answers what a GET gets (a
+        405), the event stream a 400 that names its transport; as the protocol's JSON
+        error where the server lets an app answer a handshake in HTTP (Hypercorn does),
+        else a bare refusal (the server's 403)."""
+        extensions: Mapping[str, Any] = scope.get("extensions") or {}
+        if _HANDSHAKE_ANSWER not in extensions:
+            await send({"type": "websocket.close", "code": _POLICY_VIOLATION, "reason": None})
+            return
+        path = _route_path(scope)
+        methods = ROUTES[path]
+        refusal = (
+            ApiError(400, _NOT_A_WEBSOCKET)
+            if "GET" in methods
+            else method_not_allowed((*methods, "OPTIONS"))
+        )
+        refusal.headers["Connection"] = "close"  # Hypercorn closes after a handshake
+        as_get: Any = {**scope, "method": "GET"}
+
+        async def answer(message: Any) -> None:  # http.response.* -> websocket.http.response.*
+            translated: Any = {**message, "type": "websocket." + message["type"]}
+            await send(translated)
+
+        await _Exchange(self, as_get, path, _nothing, answer).fail(refusal, None)
 
     # -- GET /api/connect -----------------------------------------------------------------
     async def _connect(self, exchange: _Exchange, scope: HTTPScope) -> None:
@@ -406,12 +442,16 @@ async def _relay(chunks: AsyncIterator[bytes], write: Callable[[bytes], Awaitabl
                 await close()
 
 
+async def _nothing() -> Any:
+    raise AssertionError("a refused handshake reads nothing")
+
+
 def _has_body(headers: AsgiHeaders) -> bool:
     length = headers.get("Content-Length")
     return headers.get("Transfer-Encoding") is not None or length not in (None, "0")
 
 
-def _route_path(scope: HTTPScope) -> str:
+def _route_path(scope: HTTPScope | WebsocketScope) -> str:
     """The request's path below the app's mount point (``root_path``), as Quart reads it."""
     path: str = scope["path"]
     root = scope.get("root_path", "")

@@ -1,8 +1,10 @@
 """The SQLite backend's group commit (several callers, one transaction, each failed
-alone), its read connection, and the rows it keeps (none for an empty actor)."""
+alone), its read connection, its background checkpoints, and the rows it keeps (none for
+an empty actor)."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import trio
 from roomkeeper.runtime import SQLiteBackend, StorageError
 from roomkeeper.runtime.ids import ActorId
 from roomkeeper.runtime.storage import MemoryBackend, WriteSet
+from roomkeeper.runtime.storage.sqlite import CHECKPOINT_INTERVAL
 
 
 def writes(n: int) -> WriteSet:
@@ -122,3 +125,37 @@ async def test_an_actor_with_nothing_stored_keeps_no_row(kind: str, tmp_path: Pa
         db.close()
     else:
         assert backend.ids == {} and backend.values == {}
+
+
+def _in_the_database_file(path: Path, copy: Path) -> set[str]:
+    """The actors whose rows are in ``path`` itself, not only in its WAL: what a
+    checkpoint has copied there (read from a copy of the file alone)."""
+    shutil.copyfile(path, copy)
+    db = sqlite3.connect(copy)
+    try:
+        return {name for (name,) in db.execute("SELECT name FROM actors")}
+    finally:
+        db.close()
+
+
+async def test_the_wal_is_checkpointed_in_the_background_at_most_once_an_interval(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    """SQLite's own checkpoint would wait for 1,000 pages, inside the commit that crossed
+    them; a row reaches the database file soon after its commit, and the commit did not
+    wait for that."""
+    path = tmp_path / "db.sqlite3"
+    backend = SQLiteBackend(path)
+    await backend.open()
+    try:
+        await backend.commit(ActorId("t", "a"), writes(1))
+        assert backend.checkpoints == 1  # started by the commit, run in the background
+        await backend.checkpointed()
+        assert _in_the_database_file(path, tmp_path / "copy.sqlite3") == {"a"}
+        await backend.commit(ActorId("t", "b"), writes(2))
+        assert backend.checkpoints == 1  # the last one ended less than an interval ago
+        mock_clock.jump(CHECKPOINT_INTERVAL)
+        await backend.commit(ActorId("t", "c"), writes(3))
+        assert backend.checkpoints == 2
+    finally:
+        await backend.close()

@@ -4,10 +4,12 @@
     python bench/batch_bench.py                          # this tree: batch 1 and 8
     python bench/batch_bench.py --tree before=/tmp/old   # and another checkout, singles
     python bench/batch_bench.py --quick                  # a smoke run
+    python bench/batch_bench.py --tree before=/tmp/old --batches 1 --server-flags="--storage memory"
 
 Each measurement starts a fresh server (bench/durability_bench.py's `Tree`), pinned to
 core 0 (``taskset -c 0``), with its default storage (SQLite, durable signals) in a
-temporary directory and its rate limits lifted; bench/loadgen.py runs on core 1:
+temporary directory (``--server-flags`` adds flags to every server, ``--storage memory``
+as in bench/relay_bench.py, say) and its rate limits lifted; bench/loadgen.py runs on core 1:
 ``throughput`` (32 POSTs in flight over 8 rooms of 4 peers: delivered signals/s and
 latency), then, on another fresh server, ``latency`` at 200 signals/s offered (single
 POSTs). Variants run in turn, their order rotating each round; the table gives medians
@@ -21,6 +23,7 @@ for this tree only; other trees run single POSTs).
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -58,14 +61,16 @@ def main() -> int:
     parser.add_argument("--gen-cpu", default="1")
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--server-flags", default="", help="more flags for every server")
     args = parser.parse_args()
+    flags = shlex.split(args.server_flags)
     if args.quick:
         args.rounds, args.duration = 1, 2.0
     variants: list[tuple[str, Tree, int]] = []
     for spec in args.tree:
         name, _, path = spec.partition("=")
-        variants.append((f"{name}, single", Tree(name, Path(path).resolve(), []), 1))
-    this = Tree("this", ROOT, [])
+        variants.append((f"{name}, single", Tree(name, Path(path).resolve(), flags), 1))
+    this = Tree("this", ROOT, flags)
     for size in (int(b) for b in args.batches.split(",")):
         variants.append((f"this, batch {size}" if size > 1 else "this, single", this, size))
     results: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in variants}

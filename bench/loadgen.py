@@ -683,7 +683,9 @@ class Generator:
             "rss_before_kb": rss0,
             "rss_after_kb": rss1,
             "kb_per_stream": (
-                round((rss1 - rss0) / opened, 2) if rss0 is not None and opened else None
+                round((rss1 - rss0) / opened, 2)
+                if rss0 is not None and rss1 is not None and opened
+                else None
             ),
         }
         if args.idle > 0 and args.pid:
@@ -847,7 +849,7 @@ class Generator:
 def dechunk(raw: bytes) -> tuple[bytes, bytes, bool]:
     """The payload of the complete chunks at the start of ``raw``, the rest, and whether
     the last chunk (size 0) was among them."""
-    parts = []
+    parts: list[bytes] = []
     pos = 0
     while True:
         eol = raw.find(b"\r\n", pos)
@@ -967,7 +969,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
     generator = Generator(args)
     async with trio.open_nursery() as nursery:
-        result = await getattr(generator, args.mode)(nursery)
+        result: dict[str, Any] = await getattr(generator, args.mode)(nursery)
         nursery.cancel_scope.cancel()
     result.update(
         {

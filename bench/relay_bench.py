@@ -481,7 +481,7 @@ def cpu_per_signal(run: dict[str, Any]) -> float | None:
     cpu, rate = run.get("server_cpu_pct"), run.get("signals_per_s")
     if not cpu or not rate:
         return None
-    return round(cpu / 100 / rate * 1e6, 1)
+    return round(float(cpu) / 100 / float(rate) * 1e6, 1)
 
 
 def fmt(value: float | None, unit: str = "") -> str:

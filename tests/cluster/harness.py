@@ -349,11 +349,11 @@ class Database:
 
     def query(self, sql: str, params: Mapping[str, Any] | Sequence[Any] = ()) -> list[Any]:
         with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
-            return list(conn.execute(sql, params).fetchall())  # type: ignore[arg-type]
+            return list(conn.execute(sql, params).fetchall())
 
     def install_audit(self) -> None:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            conn.execute(AUDIT)  # type: ignore[arg-type]
+            conn.execute(AUDIT)
 
     def lease(self, room: str) -> Lease | None:
         rows = self.query(
@@ -406,7 +406,7 @@ class Cluster:
         pg: PostgresServer,
         tmp: Path,
         size: int = 3,
-        flags: Mapping[str, str] = (),
+        flags: Mapping[str, str] | None = None,
         relayed: str | None = None,
     ) -> None:
         """``relayed``: the node that reaches PostgreSQL through ``relay`` (tcp_relay.py),
@@ -417,7 +417,7 @@ class Cluster:
         self.tmp = tmp
         self.dsn = pg.new_database()
         self.db = Database(self.dsn)
-        self.flags = {**NODE_FLAGS, **dict(flags)}
+        self.flags = {**NODE_FLAGS, **(flags or {})}
         self.nodes: list[Node] = []
         prefix = tmp / "nginx"
         prefix.mkdir()
@@ -511,7 +511,7 @@ def running_cluster(
     pg: PostgresServer,
     tmp: Path,
     size: int = 3,
-    flags: Mapping[str, str] = (),
+    flags: Mapping[str, str] | None = None,
     relayed: str | None = None,
 ) -> Iterator[Cluster]:
     nginx_binary()

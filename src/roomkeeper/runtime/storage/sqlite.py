@@ -258,7 +258,6 @@ class SQLiteBackend:
         try:
             await self._run(lambda db: _write_group(db, group))
             self.transactions += 1
-            self._checkpoint_soon()
         except BaseException as exc:  # failed, or cancelled before the thread ran
             failure = exc if isinstance(exc, StorageError) else StorageError("commit not run")
             for each in group:
@@ -271,6 +270,7 @@ class SQLiteBackend:
                 if each is not item:
                     each.wake.set()
             self._hand_on()
+        self._checkpoint_soon()  # outside the try: nothing it does can fail a caller
         if item.error is not None:
             raise item.error
 

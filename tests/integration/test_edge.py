@@ -41,6 +41,24 @@ def _connect(room: str) -> bytes:
     return f"GET /api/connect?room={room} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
 
 
+def _connect_scope(kind: str, query: str, **fields: Any) -> dict[str, Any]:
+    """The ASGI scope of a request to /api/connect as Hypercorn makes it, handed to the
+    app directly."""
+    return {
+        "type": kind,
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "path": "/api/connect",
+        "raw_path": b"/api/connect",
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"x")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8787),
+        **fields,
+    }
+
+
 async def _open_stream(url: str, request: bytes) -> tuple[trio.SocketStream, bytes]:
     """A raw connection that sent ``request`` (a connect) and read its answer up to the
     session event, with no client-side task: the socket, and what it read."""
@@ -120,21 +138,9 @@ async def test_a_connect_whose_client_has_gone_does_not_replace_the_live_stream(
     async def send(message: Any) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/api/connect",
-        "raw_path": b"/api/connect",
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": [(b"host", b"x")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8787),
-        "extensions": {DISCONNECT: departure},
-    }
+    scope = _connect_scope(
+        "http", query, method="GET", scheme="http", extensions={DISCONNECT: departure}
+    )
     await create_app(server.system)(scope, receive, send)  # type: ignore[arg-type]
     assert sent == []  # nothing answered: nobody is there
     assert [s.connected for s in await server.sessions(room)] == [True]
@@ -169,19 +175,6 @@ async def test_a_websocket_handshake_under_a_server_that_cannot_answer_it_is_clo
     async def send(message: Any) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "websocket",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "scheme": "ws",
-        "path": "/api/connect",
-        "raw_path": b"/api/connect",
-        "query_string": b"room=ws",
-        "root_path": "",
-        "headers": [(b"host", b"x")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8787),
-        "subprotocols": [],
-    }
+    scope = _connect_scope("websocket", "room=ws", scheme="ws", subprotocols=[])
     await create_app(server.system)(scope, receive, send)  # type: ignore[arg-type]
     assert sent == [{"type": "websocket.close", "code": 1008, "reason": None}]

@@ -61,6 +61,7 @@ class TimedBackend:
     def __init__(self, inner: StorageBackend, metrics: StorageMetrics | None = None) -> None:
         self.inner = inner
         self.metrics = metrics if metrics is not None else StorageMetrics()
+        self._durations: dict[str, Any] = {}  # operation: its labelled histogram, looked up once
 
     async def _timed(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         started = time.perf_counter()
@@ -70,7 +71,10 @@ class TimedBackend:
             self.metrics.errors.labels(operation).inc()
             raise
         finally:
-            self.metrics.duration.labels(operation).observe(time.perf_counter() - started)
+            duration = self._durations.get(operation)
+            if duration is None:
+                duration = self._durations[operation] = self.metrics.duration.labels(operation)
+            duration.observe(time.perf_counter() - started)
 
     async def open(self) -> None:
         await self._timed("open", self.inner.open)

@@ -58,7 +58,11 @@ __all__ = [
 log = logging.getLogger("roomkeeper.http")
 
 DISCONNECT = "roomkeeper.disconnect"
-"""The ASGI scope extension of an HTTP request on roomkeeper's server: its `Departure`."""
+"""The ASGI scope extension of a GET or HEAD request on roomkeeper's server: its
+`Departure`. (A request with a body reads it from ``receive``, where its client's
+departure shows; its messages then go to it unwrapped.)"""
+
+_DEPARTURE_METHODS = frozenset({"GET", "HEAD"})
 
 
 class Departure:
@@ -203,7 +207,11 @@ def install_guard() -> None:
     async def guarded_spawn_app(
         self: Any, app: Any, config: Config, scope: Any, send: Any
     ) -> Callable[[Any], Awaitable[None]]:
-        if not isinstance(config, GuardedConfig) or scope["type"] != "http":
+        if (
+            not isinstance(config, GuardedConfig)
+            or scope["type"] != "http"
+            or scope["method"] not in _DEPARTURE_METHODS
+        ):
             return await spawn_app(self, app, config, scope, send)
         departure = Departure()
         scope["extensions"][DISCONNECT] = departure

@@ -8,13 +8,21 @@ from typing import Any
 
 import h11
 import pytest
+from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config
 from hypercorn.events import Closed, RawData
 from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 
-from roomkeeper.http.guard import Departure, GuardedConfig, LastRequestConnection, install_guard
+from roomkeeper.http.guard import (
+    DISCONNECT,
+    Departure,
+    GuardedConfig,
+    LastRequestConnection,
+    install_guard,
+)
 
 
 class _Boom(RuntimeError):
@@ -131,3 +139,28 @@ def test_a_departure_runs_its_callbacks_once_and_at_once_if_it_has_happened() ->
     # registered after the client went away (while the room was still answering, say)
     departure.on_gone(lambda: calls.append("late"))
     assert calls == ["stream", "late"]
+
+
+async def test_only_a_get_or_head_on_roomkeepers_server_is_given_a_departure() -> None:
+    """A request with a body sees its client leave in ``receive``: its messages go to it
+    unwrapped, and it has no `Departure`."""
+    install_guard()
+    seen: dict[tuple[str, bool], Any] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen[(scope["method"], scope["guarded"])] = scope["extensions"].get(DISCONNECT)
+
+    async def send(message: Any) -> None:
+        pass
+
+    async with TaskGroup() as group:
+        for guarded in (True, False):
+            config = GuardedConfig() if guarded else Config()
+            for method in ("GET", "HEAD", "POST", "OPTIONS"):
+                scope = {"type": "http", "method": method, "extensions": {}, "guarded": guarded}
+                await group.spawn_app(ASGIWrapper(app), config, scope, send)  # type: ignore[arg-type]
+    assert {key for key, departure in seen.items() if isinstance(departure, Departure)} == {
+        ("GET", True),
+        ("HEAD", True),
+    }
+    assert len(seen) == 8

@@ -22,6 +22,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -30,7 +31,7 @@ from roomkeeper.runtime.ids import ActorId
 from roomkeeper.runtime.storage import WriteSet
 
 
-async def one_round(args: argparse.Namespace) -> dict[str, float]:
+async def one_round(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "rooms.sqlite3"
         backend = SQLiteBackend(path)
@@ -61,7 +62,7 @@ async def one_round(args: argparse.Namespace) -> dict[str, float]:
                 "p99": latencies[int(0.99 * (len(latencies) - 1))] * 1e3,
                 "max": latencies[-1] * 1e3,
                 "wal_mib": wal / 2**20,
-                "checkpoints": getattr(backend, "checkpoints", float("nan")),
+                "checkpoints": getattr(backend, "checkpoints", None),  # (older trees: none)
             }
         finally:
             await backend.close()
@@ -79,10 +80,11 @@ def main() -> None:
     for r in range(args.rounds):
         result = trio.run(one_round, args)
         rounds.append(result)
+        checkpoints = result["checkpoints"]
         print(
             f"round {r + 1}: p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms,"
             f" max {result['max']:.2f} ms, WAL {result['wal_mib']:.1f} MiB,"
-            f" background checkpoints {result['checkpoints']:g}".replace("nan", "-")
+            f" background checkpoints {'-' if checkpoints is None else checkpoints}"
         )
     med = {key: statistics.median(r[key] for r in rounds) for key in ("p50", "p99", "max")}
     print(f"median: p50 {med['p50']:.2f} ms, p99 {med['p99']:.2f} ms, max {med['max']:.2f} ms")

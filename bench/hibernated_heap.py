@@ -22,24 +22,17 @@ import gc
 import sys
 import tempfile
 import tracemalloc
-from collections import Counter
 from pathlib import Path
 
 import trio
-from idle_streams import UNLIMITED
-from stream_memory import package
+from idle_streams import UNLIMITED, open_stream
+from stream_memory import heap_by_package
 
 from roomkeeper.testing import serve_async
 
 
 async def one_room(port: int, number: int) -> None:
-    sock = trio.socket.socket()
-    await sock.connect(("127.0.0.1", port))
-    await sock.send(b"GET /api/connect?room=h%d HTTP/1.1\r\nHost: x\r\n\r\n" % number)
-    seen = b""
-    while b"event: session" not in seen:
-        seen += await sock.recv(65536)
-    sock.close()
+    (await open_stream(port, f"h{number}")).close()
 
 
 async def make_rooms(port: int, numbers: range) -> None:
@@ -65,9 +58,7 @@ async def main(count: int) -> None:
             await trio.sleep(4)
             gc.collect()
             after = tracemalloc.take_snapshot()
-    by_package: Counter[str] = Counter()
-    for diff in after.compare_to(before, "filename"):
-        by_package[package(diff.traceback[0].filename)] += diff.size_diff
+    by_package = heap_by_package(before, after)
     kept = sum(by_package.values()) / count
     print(f"{count:,} hibernated rooms; heap kept per room: {kept:.0f} B")
     for name, size in by_package.most_common():

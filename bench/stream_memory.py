@@ -35,6 +35,14 @@ def package(filename: str) -> str:
     return "stdlib and other"
 
 
+def heap_by_package(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot) -> Counter[str]:
+    """The heap grown from ``before`` to ``after``, by the package that allocated it."""
+    by_package: Counter[str] = Counter()
+    for stat in after.compare_to(before, "filename"):
+        by_package[package(str(stat.traceback[0].filename))] += stat.size_diff
+    return by_package
+
+
 async def main(count: int) -> None:
     async with serve_async(heartbeat=1000, **UNLIMITED) as server:
         port = int(server.url.rsplit(":", 1)[1])
@@ -46,10 +54,7 @@ async def main(count: int) -> None:
         held += await open_idle_streams(port, range(100, 100 + count))
         await trio.sleep(1)
         gc.collect()
-        diff = tracemalloc.take_snapshot().compare_to(before, "filename")
-        by_package: Counter[str] = Counter()
-        for stat in diff:
-            by_package[package(str(stat.traceback[0].filename))] += stat.size_diff
+        by_package = heap_by_package(before, tracemalloc.take_snapshot())
         print(f"{count} idle streams: {sum(by_package.values()) / count:,.0f} B of heap each")
         for name, size in by_package.most_common():
             print(f"  {size / count:8,.0f} B  {name}")

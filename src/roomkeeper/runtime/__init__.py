@@ -20,7 +20,7 @@ from .ids import ActorId
 from .leases import Granted, HeldElsewhere, LeaseStore, LeaseTable
 from .stats import NamespaceSnapshot
 from .storage import MemoryBackend, SQLiteBackend, Storage, StorageBackend
-from .streams import StreamCodec, StreamInfo, StreamLimits
+from .streams import StreamCodec, StreamInfo, StreamLimits, WriteNow, Wrote
 from .system import ActorStub, ActorSystem, Binding, RuntimeConfig, open_actor_system
 from .trace import Observer, TraceEvent
 
@@ -56,5 +56,7 @@ __all__ = [
     "TraceEvent",
     "UnknownNamespace",
     "WallClock",
+    "WriteNow",
+    "Wrote",
     "open_actor_system",
 ]

@@ -13,6 +13,7 @@ events have their ids already; the ticker sends no heartbeat past them.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -35,6 +36,23 @@ class StreamCodec(Protocol):
     def goodbye(self) -> tuple[str, bytes]:
         """The last event of every stream when the server shuts down."""
         ...
+
+
+class Wrote(enum.Enum):
+    """What a `WriteNow` did with the bytes it was given."""
+
+    NOTHING = "nothing"
+    """Refused, nothing taken: they are queued for the pump."""
+    ALL = "all"
+    """Written, all of them."""
+    SOME = "some"
+    """Taken, not all written: the pump is woken, and its next ``write`` (of ``b""`` if
+    nothing else is queued) sends the rest before anything else."""
+
+
+WriteNow = Callable[[bytes], Wrote]
+"""Writes a stream's bytes at once, from whichever task calls it, if that needs no wait;
+called only while the stream's pump waits with nothing queued, never concurrently."""
 
 
 @attrs.frozen
@@ -66,6 +84,7 @@ class Stream:
         "claimed",
         "close_reason",
         "closed",
+        "due",
         "ending",
         "held",
         "held_bytes",
@@ -74,6 +93,7 @@ class Stream:
         "last_write",
         "opened_at",
         "stream_id",
+        "write_now",
     )
 
     def __init__(
@@ -92,6 +112,8 @@ class Stream:
         self.closed = False
         self.close_reason = ""
         self.claimed = False
+        self.write_now: WriteNow | None = None  # set while its pump waits with nothing queued
+        self.due = False  # a `WriteNow` owes bytes: the pump's next write sends them
         self.opened_at = self.last_write = trio.current_time()
         self._lot = trio.lowlevel.ParkingLot()  # its consumer, waiting for bytes
 
@@ -117,6 +139,8 @@ class StreamRegistry:
         self._by_actor: dict[ActorId, dict[str, Stream]] = {}
         self.opened_total = 0
         self.overflowed_total = 0
+        self.writes_at_once_total = 0  # taken by a `WriteNow`: the pump's task not woken
+        self.writes_by_pump_total = 0
 
     def __len__(self) -> int:
         return sum(len(owned) for owned in self._by_actor.values())
@@ -165,11 +189,28 @@ class StreamRegistry:
             stream.held.append(frame)
             stream.held_bytes += len(frame)
             return event_id
-        stream.buffer.append(frame)
-        stream.buffered += len(frame)
-        stream.last_write = trio.current_time()
-        stream._lot.unpark()
+        self._out(stream, frame)
         return event_id
+
+    def _out(self, stream: Stream, data: bytes) -> None:
+        """``data`` to its consumer: written at once if its pump waits with nothing
+        queued and has a `WriteNow` that can, else queued for the pump."""
+        stream.last_write = trio.current_time()
+        write_now = stream.write_now
+        if write_now is not None:
+            wrote = write_now(data)
+            if wrote is not Wrote.NOTHING:
+                self.writes_at_once_total += 1
+            if wrote is Wrote.ALL:
+                return
+            stream.write_now = None  # the pump is woken: what follows queues behind
+            if wrote is Wrote.SOME:
+                stream.due = True
+                stream._lot.unpark()
+                return
+        stream.buffer.append(data)
+        stream.buffered += len(data)
+        stream._lot.unpark()
 
     def close(
         self, stream: Stream, final: tuple[str, bytes] | None = None, *, hold: bool = False
@@ -189,10 +230,8 @@ class StreamRegistry:
         they go."""
         if stream.held is not None:
             if not stream.closed:
-                stream.buffer.extend(stream.held)
-                stream.buffered += stream.held_bytes
-                stream.last_write = trio.current_time()
-                stream._lot.unpark()
+                held = stream.held
+                self._out(stream, held[0] if len(held) == 1 else b"".join(held))
             stream.held, stream.held_bytes = None, 0
         if stream.ending:
             stream.ending = False
@@ -209,6 +248,7 @@ class StreamRegistry:
         if stream.closed:
             return
         stream.closed = True
+        stream.write_now = None
         stream.close_reason = reason
         stream.held, stream.held_bytes, stream.ending = None, 0, False
         if not keep_buffer:
@@ -227,24 +267,36 @@ class StreamRegistry:
         if notify:
             self._on_closed(stream, reason)
 
-    async def pump(self, stream: Stream, write: Callable[[bytes], Awaitable[None]]) -> None:
+    async def pump(
+        self,
+        stream: Stream,
+        write: Callable[[bytes], Awaitable[None]],
+        write_now: WriteNow | None = None,
+    ) -> None:
         """Hand the stream's bytes to ``write`` as they come (bursts joined into one
         write) until the stream is closed (`disconnect` closes it when its consumer goes
-        away). If this is cancelled, or ``write`` fails, first, the consumer has gone
-        away: the actor is told ("disconnected")."""
+        away); while it waits with nothing queued, events are given to ``write_now``
+        first, by the task that sends them. If this is cancelled, or ``write`` fails,
+        first, the consumer has gone away: the actor is told ("disconnected")."""
         stream.claimed = True
         try:
             await write(self.codec.preamble())
             while True:
-                if stream.buffer:
+                if stream.buffer or stream.due:
                     chunk = b"".join(stream.buffer)
                     stream.buffer = []
                     stream.buffered = 0
+                    stream.due = False
+                    self.writes_by_pump_total += 1
                     await write(chunk)
                 elif stream.closed:
                     return
                 else:
-                    await stream._lot.park()
+                    stream.write_now = write_now
+                    try:
+                        await stream._lot.park()
+                    finally:
+                        stream.write_now = None
         finally:
             self.disconnect(stream)
 

@@ -8,11 +8,14 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import h11
+import httpx
 import pytest
 import trio
 
-from roomkeeper.http.app import create_app
+from roomkeeper.http.app import ROOMS, create_app
 from roomkeeper.http.guard import DISCONNECT, Departure
+from roomkeeper.runtime.ids import ActorId
 from roomkeeper.testing import AsyncEmbeddedServer, serve_async
 
 from ..support.asgi import asgi_client
@@ -86,6 +89,92 @@ async def test_an_open_stream_costs_only_its_connections_two_tasks(
     assert rooms == STREAMS
     assert (_tasks() - before - rooms) / STREAMS == 2
     for sock in sockets:
+        await sock.aclose()
+
+
+def _body(wire: bytes) -> bytes:
+    """The body of a streaming answer read off the wire, through h11 (which refuses any
+    framing error)."""
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/api/connect", headers=[("Host", "x")]))
+    if wire:  # (nothing would be the connection's end)
+        client.receive_data(wire)
+    body = b""
+    while (event := client.next_event()) is not h11.NEED_DATA:
+        if isinstance(event, h11.Data):
+            body += event.data
+    return body
+
+
+async def _read_until(sock: trio.SocketStream, seen: bytes, marker: bytes, count: int = 1) -> bytes:
+    with trio.fail_after(10):
+        while _body(seen).count(marker) < count:
+            seen += await sock.receive_some(1 << 16)
+    return seen
+
+
+def _session(seen: bytes) -> dict[str, Any]:
+    session: dict[str, Any] = json.loads(_body(seen).split(b"data: ", 1)[1].split(b"\n", 1)[0])
+    return session
+
+
+@pytest.mark.single_process("reads the server's stream counters in this process")
+async def test_an_idle_stream_is_written_to_by_the_tasks_with_its_events_not_its_own() -> None:
+    """A heartbeat, a peer's arrival and a signal reach a waiting stream straight from
+    the ticker and the room: its own task writes nothing after its first bytes."""
+    async with serve_async(heartbeat=0.2) as server:
+        streams = server.system.streams
+        sock, seen = await _open_stream(server.url, _connect("direct"))
+        await trio.testing.wait_all_tasks_blocked()
+        by_pump, at_once = streams.writes_by_pump_total, streams.writes_at_once_total
+        seen = await _read_until(sock, seen, b"event: heartbeat")
+        other, other_seen = await _open_stream(server.url, _connect("direct"))
+        me, them = _session(seen), _session(other_seen)
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            signal = {"type": "offer", "sdp": "v=0"}
+            body = {**them, "sender": them["session_id"], "to": me["session_id"]}
+            body["signal"] = signal
+            answer = await http.post("/api/signal?room=direct", json=body)
+            assert answer.status_code == 200, answer.text
+        seen = await _read_until(sock, seen, b"event: signal")
+        assert b'"sdp":"v=0"' in _body(seen)
+        assert streams.writes_by_pump_total == by_pump + 1  # the second stream's first bytes
+        assert streams.writes_at_once_total >= at_once + 3  # heartbeat, arrival, signal
+        for s in (sock, other):
+            await s.aclose()
+
+
+@pytest.mark.single_process("sends on the server's stream in this process")
+async def test_a_stream_whose_socket_is_full_gets_every_byte_in_order() -> None:
+    """What the socket does not take of a write made at once is sent by the stream's own
+    task, before what queued behind it, once the client reads again."""
+    room = "full"
+    async with serve_async(heartbeat=60.0) as server:
+        streams = server.system.streams
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        raw = trio.socket.socket()
+        raw.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
+        await raw.connect((host, int(port)))
+        sock = trio.SocketStream(raw)
+        await sock.send_all(_connect(room))
+        seen = await _read_until(sock, b"", b"event: session")
+        await trio.testing.wait_all_tasks_blocked()
+        (stream,) = streams.of(ActorId(ROOMS, room))
+        by_pump = streams.writes_by_pump_total
+        sent = 0
+        while streams.writes_by_pump_total == by_pump:  # until the socket is full
+            assert streams.send(stream, "filler", b"%d" % sent + b"x" * 200_000) is not None
+            sent += 1
+            await trio.testing.wait_all_tasks_blocked()
+        assert sent < 20
+        streams.send(stream, "filler", b"last")  # behind what is owed
+        seen = await _read_until(sock, seen, b"event: filler", sent + 1)
+        fillers = [
+            event.split(b"\ndata: ", 1)[1]
+            for event in _body(seen).split(b"\n\n")
+            if b"event: filler\n" in event
+        ]
+        assert fillers == [b"%d" % n + b"x" * 200_000 for n in range(sent)] + [b"last"]
         await sock.aclose()
 
 

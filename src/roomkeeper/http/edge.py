@@ -7,7 +7,9 @@ request context, a nursery and two tasks in quart-trio, URL matching, Request an
 objects): that machinery was a fifth of the server's CPU per relayed signal, and most of
 the memory of an idle event stream beyond the stack's own (docs/benchmarks.md). An event
 stream costs the one task Hypercorn runs the request in: it writes the stream's bytes as
-they come and, in between, waits for the connection's end (`StreamRegistry.pump`).
+they come and, in between, waits for the connection's end (`StreamRegistry.pump`); on
+roomkeeper's own server, what comes while it waits is written by the task that sends it
+(`direct.DirectWrite`), and it is not woken.
 
 A POST refused from its headers alone (411, 413, 400) gets its whole answer at once, but
 the connection closes only once its body has been read and dropped (up to `drain_limit`
@@ -39,6 +41,7 @@ from ..observe.hooks import Observability
 from ..observe.logs import new_request_id, request_id_var, sane_request_id
 from ..runtime.streams import Stream
 from .api import CONNECT_ROUTE, POST_ROUTES, Api, Via
+from .direct import WRITE_NOW, DirectWrite
 from .errors import ApiError, error_response, method_not_allowed
 from .guard import DISCONNECT, Departure
 from .parsing import parse_json_object, parse_query, post_body_size, room_from
@@ -203,8 +206,13 @@ class ApiEdge:
                 slot.start()
             if isinstance(body, Stream):
                 streams = self.api.system.streams
+                extensions: Mapping[str, Any] = scope.get("extensions") or {}
+                direct: DirectWrite | None = extensions.get(WRITE_NOW)
                 async with exchange.until_gone(lambda: streams.disconnect(body)):
-                    await streams.pump(body, exchange.write)
+                    if direct is None:
+                        await streams.pump(body, exchange.write)
+                    else:
+                        await streams.pump(body, direct.before(exchange.write), direct)
             else:
                 with trio.CancelScope() as relaying:
                     async with exchange.until_gone(relaying.cancel):

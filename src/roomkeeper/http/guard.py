@@ -20,6 +20,8 @@
   waiting in ``receive`` for ``http.disconnect``: an idle event stream then costs one
   task, woken only when it has bytes to write (a wake by cancellation, the only other
   way out of ``receive``, cost 16 to 29 % more CPU per heartbeat: bench/heartbeat_cpu.py).
+- **A GET's body may be written straight to its socket** (`direct.WRITE_NOW`), by
+  whichever task has its bytes, so that an idle event stream's task is not woken at all.
 
 Hypercorn builds each connection's ``TCPServer`` and ``H11Protocol`` inside ``serve()``,
 and each request's task in ``TaskGroup.spawn_app``, so the guards wrap their ``run``,
@@ -30,6 +32,7 @@ process (a host application's own, say) runs Hypercorn's code unchanged.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -44,6 +47,7 @@ from hypercorn.trio.task_group import TaskGroup
 
 from ..observe.logs import new_request_id, sane_request_id
 from .cors import CorsPolicy
+from .direct import WRITE_NOW, DirectWrite
 from .refusal import explanation, refusal
 
 __all__ = [
@@ -93,6 +97,8 @@ class Departure:
 
 
 _ORIGINAL = "_roomkeeper_original"
+_SERVER: contextvars.ContextVar[Any] = contextvars.ContextVar("roomkeeper_tcp_server")
+"""The connection (Hypercorn's ``TCPServer``) whose task this is."""
 _ANSWERING = (h11.SEND_RESPONSE, h11.SEND_BODY)
 
 
@@ -191,6 +197,7 @@ def install_guard() -> None:
         if not isinstance(self.config, GuardedConfig):
             await run(self)
             return
+        _SERVER.set(self)  # this connection's task, and the tasks it starts, see it
         try:
             await run(self)
         except Exception:  # an ExceptionGroup of Exceptions too; Cancelled passes
@@ -215,6 +222,9 @@ def install_guard() -> None:
             return await spawn_app(self, app, config, scope, send)
         departure = Departure()
         scope["extensions"][DISCONNECT] = departure
+        direct = DirectWrite.of(_SERVER.get(None), scope)
+        if direct is not None:
+            scope["extensions"][WRITE_NOW] = direct
         put = await spawn_app(self, app, config, scope, send)
 
         async def put_and_tell(message: Any) -> None:

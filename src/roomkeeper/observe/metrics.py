@@ -132,6 +132,17 @@ class RuntimeCollector:
             "Event streams closed because their client fell too far behind.",
             streams.overflowed_total,
         )
+        yield CounterMetricFamily(
+            "roomkeeper_stream_writes_at_once",
+            "Event stream writes made by the task that had the bytes (a room, the heartbeat"
+            " ticker), the stream's own task not woken.",
+            streams.writes_at_once_total,
+        )
+        yield CounterMetricFamily(
+            "roomkeeper_stream_writes_by_pump",
+            "Event stream writes made by the stream's own task.",
+            streams.writes_by_pump_total,
+        )
         if system.leases is not None:
             yield from _lease_metrics(system.leases)
 

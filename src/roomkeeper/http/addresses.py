@@ -8,6 +8,7 @@ IPv4 address.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from collections.abc import Iterable
@@ -17,9 +18,10 @@ __all__ = ["ClientAddresses", "address_key"]
 log = logging.getLogger("roomkeeper.http")
 
 
+@functools.lru_cache(maxsize=4096)
 def address_key(address: str) -> str:
     """The unit a limit counts: an IPv4 address, an IPv6 /64 network, or the text itself
-    when it is no IP address (a Unix socket, say)."""
+    when it is no IP address (a Unix socket, say). Cached: a client's every request asks."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
@@ -46,7 +48,7 @@ class ClientAddresses:
         first (the request passed fewer proxies); without any, the peer itself."""
         peer = remote_addr or "unknown"
         if self.hops == 0:
-            if not self._warned and _is_loopback(peer) and any(v.strip() for v in forwarded):
+            if not self._warned and any(v.strip() for v in forwarded) and _is_loopback(peer):
                 self._warned = True
                 log.warning(
                     "requests come through a proxy (X-Forwarded-For) but --trust-proxy is 0: "

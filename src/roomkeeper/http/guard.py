@@ -21,7 +21,8 @@
   task, woken only when it has bytes to write (a wake by cancellation, the only other
   way out of ``receive``, cost 16 to 29 % more CPU per heartbeat: bench/heartbeat_cpu.py).
 - **A GET's body may be written straight to its socket** (`direct.WRITE_NOW`), by
-  whichever task has its bytes, so that an idle event stream's task is not woken at all.
+  whichever task has its bytes, so that an idle event stream's task is not woken even
+  for those, unless the socket's buffer is full.
 
 Hypercorn builds each connection's ``TCPServer`` and ``H11Protocol`` inside ``serve()``,
 and each request's task in ``TaskGroup.spawn_app``, so the guards wrap their ``run``,

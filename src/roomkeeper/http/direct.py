@@ -72,10 +72,16 @@ class DirectWrite:
         return cls(connection, server.send_lock, sock, server.protocol_send)
 
     def __call__(self, data: bytes) -> Wrote:
-        if self.owed or self._lock.locked() or self._connection.our_state is not h11.SEND_BODY:
+        connection = self._connection
+        if (
+            self.owed
+            or self._lock.locked()
+            or connection.our_state is not h11.SEND_BODY
+            or getattr(connection, "held_head", b"")  # (a guarded connection's: guard.py)
+        ):
             return Wrote.NOTHING
         try:
-            framed = self._connection.send(h11.Data(data=data))
+            framed = connection.send(h11.Data(data=data))
         except h11.LocalProtocolError:  # an answer framed by its length, say: too long
             return Wrote.NOTHING
         if not framed:

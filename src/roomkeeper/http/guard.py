@@ -10,6 +10,8 @@
   refuses any byte after it; Hypercorn then answered bytes pipelined behind it with an
   empty ``400`` in place of the answer, or closed while the answer was being sent. Those
   bytes are now left unread until the answer is out; then the connection closes.
+- **An answer framed by its length goes out in one write**, head and body, not one for
+  each and a third, empty, for its end (`LastRequestConnection`, `send_h11_event`).
 - **What h11 refuses is answered as the API answers.** Hypercorn answered a request h11
   could not parse (malformed, a head too large) with an empty body; it is now the
   protocol's JSON error (`roomkeeper.http.refusal`) with the server's CORS headers and a
@@ -57,6 +59,7 @@ __all__ = [
     "GuardedConfig",
     "LastRequestConnection",
     "install_guard",
+    "send_h11_event",
     "send_refusal",
 ]
 
@@ -114,9 +117,22 @@ class LastRequestConnection(h11.Connection):
     """h11's server connection, holding back what follows a connection's last request
     (``PAUSED``, as h11 does after a request that keeps the connection alive) while its
     answer is being sent, instead of refusing it at once; it keeps the error it refused
-    a request with (``refused``)."""
+    a request with (``refused``). The head of an answer framed by its length is held
+    (``held_head``) and goes out with the answer's first bytes after it, in one write."""
 
     refused: h11.RemoteProtocolError | None = None
+    held_head = b""
+
+    def send(self, event: Any) -> Any:
+        data = super().send(event)
+        if type(event) is h11.Response and any(
+            name == b"content-length" for name, _ in event.headers
+        ):
+            self.held_head = data or b""
+            return b""
+        if self.held_head:
+            data, self.held_head = self.held_head + (data or b""), b""
+        return data
 
     def next_event(self) -> Any:
         if (
@@ -130,6 +146,20 @@ class LastRequestConnection(h11.Connection):
         except h11.RemoteProtocolError as exc:
             self.refused = exc
             raise
+
+
+async def send_h11_event(protocol: Any, event: Any) -> None:
+    """``H11Protocol._send_h11_event`` of a guarded connection: as Hypercorn's, but
+    nothing is sent when h11 has nothing to send (a held head, a length-framed answer's
+    end), which saves the send lock and a checkpoint."""
+    try:
+        data = protocol.connection.send(event)
+    except h11.LocalProtocolError:
+        if protocol.connection.their_state is not h11.ERROR:
+            raise
+    else:
+        if data:
+            await protocol.send(RawData(data=data))
 
 
 async def send_refusal(protocol: Any, status_code: int) -> None:
@@ -172,6 +202,9 @@ async def send_refusal(protocol: Any, status_code: int) -> None:
             if connection.their_state is not h11.ERROR:
                 raise
             break
+    held = getattr(connection, "held_head", b"")
+    if held:  # h11 refused what followed the head: the head goes alone
+        data, connection.held_head = data + held, b""
     log.debug(
         "refused before any route: %d %s",
         status_code,
@@ -211,6 +244,7 @@ def install_guard() -> None:
                 h11.SERVER, max_incomplete_event_size=self.config.h11_max_incomplete_size
             )
             self._send_error_response = functools.partial(send_refusal, self)
+            self._send_h11_event = functools.partial(send_h11_event, self)
 
     async def guarded_spawn_app(
         self: Any, app: Any, config: Config, scope: Any, send: Any

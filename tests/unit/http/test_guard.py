@@ -22,6 +22,7 @@ from roomkeeper.http.guard import (
     GuardedConfig,
     LastRequestConnection,
     install_guard,
+    send_h11_event,
 )
 
 
@@ -122,6 +123,52 @@ def test_bytes_after_an_http10_request_wait_for_its_answer() -> None:
     conn.send(h11.EndOfMessage())
     with pytest.raises(h11.RemoteProtocolError):  # answered: now refused, and closed
         conn.next_event()
+
+
+def _answering(method: bytes = b"GET") -> LastRequestConnection:
+    conn = LastRequestConnection(h11.SERVER)
+    conn.receive_data(method + b" / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert isinstance(conn.next_event(), h11.Request)
+    assert isinstance(conn.next_event(), h11.EndOfMessage)
+    return conn
+
+
+def test_a_length_framed_answer_goes_out_in_one_write_with_its_head() -> None:
+    conn = _answering()
+    head = [("Content-Length", "2")]
+    assert conn.send(h11.Response(status_code=200, headers=head, reason=b"OK")) == b""
+    answer = conn.send(h11.Data(data=b"{}"))
+    assert answer == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    assert conn.send(h11.EndOfMessage()) == b""
+    # a HEAD (no body): the head goes with the answer's end
+    conn = _answering(b"HEAD")
+    assert conn.send(h11.Response(status_code=200, headers=head, reason=b"OK")) == b""
+    assert conn.send(h11.EndOfMessage()) == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
+
+
+def test_a_streaming_answers_head_goes_out_at_once() -> None:
+    conn = _answering()
+    head = conn.send(h11.Response(status_code=200, headers=[("Content-Type", "text/plain")]))
+    assert head is not None and head.startswith(b"HTTP/1.1 200 ")
+    assert b"Transfer-Encoding: chunked" in head
+    assert conn.send(h11.Data(data=b"x")) == b"1\r\nx\r\n"
+
+
+async def test_nothing_is_sent_when_h11_has_nothing_to_send() -> None:
+    sent: list[Any] = []
+
+    class Protocol:
+        connection = _answering()
+
+        async def send(self, event: Any) -> None:
+            sent.append(event)
+
+    protocol = Protocol()
+    await send_h11_event(protocol, h11.Response(status_code=204, headers=[("Content-Length", "0")]))
+    assert sent == []  # the head waits for the end
+    await send_h11_event(protocol, h11.EndOfMessage())
+    assert len(sent) == 1 and isinstance(sent[0], RawData)
+    assert sent[0].data.startswith(b"HTTP/1.1 204 ")
 
 
 def test_a_departure_runs_its_callbacks_once_and_at_once_if_it_has_happened() -> None:

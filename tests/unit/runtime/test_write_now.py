@@ -110,18 +110,11 @@ async def test_bytes_taken_in_part_are_sent_by_the_pump_before_anything_else(
 async def test_a_stream_closed_while_its_pump_waits_is_not_written_to_again(
     autojump_clock: Any,
 ) -> None:
-    async with system() as sys:
-        stub = sys.get("counters", "a")
-        sid = await stub.ask(("stream", {"who": "x"}))
-        stream = sys.streams.get(sid)
-        assert stream is not None
-        consumer = Consumer()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(sys.streams.pump, stream, consumer.write, consumer.write_now)
-            await trio.testing.wait_all_tasks_blocked()
-            assert stream.write_now is not None
-            await stub.ask(("close", sid))  # its last event at once, then closed
-        assert stream.write_now is None  # the pump returned
+    async with pumped() as (sys, stub, sid, stream, consumer):
+        assert stream.write_now is not None
+        await stub.ask(("close", sid))  # its last event at once, then closed
+        await trio.testing.wait_all_tasks_blocked()
+        assert stream.write_now is None
         assert consumer.at_once[-1].endswith(b"end bye\n")
         assert sys.streams.send(stream, "msg", b"late") is None
         await trio.sleep(30)

@@ -62,36 +62,6 @@ def _connect_scope(kind: str, query: str, **fields: Any) -> dict[str, Any]:
     }
 
 
-async def _open_stream(url: str, request: bytes) -> tuple[trio.SocketStream, bytes]:
-    """A raw connection that sent ``request`` (a connect) and read its answer up to the
-    session event, with no client-side task: the socket, and what it read."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    sock = await trio.open_tcp_stream(host, int(port))
-    await sock.send_all(request)
-    seen = b""
-    while b"event: session" not in seen:
-        seen += await sock.receive_some(65536)
-    assert seen.startswith(b"HTTP/1.1 200"), seen
-    return sock, seen
-
-
-@pytest.mark.single_process("counts the tasks of the server in this process")
-async def test_an_open_stream_costs_only_its_connections_two_tasks(
-    server: AsyncEmbeddedServer,
-) -> None:
-    await trio.testing.wait_all_tasks_blocked()
-    before, rooms_before = _tasks(), server.system.snapshot()[0].live
-    sockets = [(await _open_stream(server.url, _connect(f"tasks-{n}")))[0] for n in range(STREAMS)]
-    await trio.testing.wait_all_tasks_blocked()
-    # Hypercorn's connection task and the task it runs the request in; each room's actor
-    # (one room per stream here) is a task of the runtime, counted apart.
-    rooms = server.system.snapshot()[0].live - rooms_before
-    assert rooms == STREAMS
-    assert (_tasks() - before - rooms) / STREAMS == 2
-    for sock in sockets:
-        await sock.aclose()
-
-
 def _body(wire: bytes) -> bytes:
     """The body of a streaming answer read off the wire, through h11 (which refuses any
     framing error)."""
@@ -111,6 +81,41 @@ async def _read_until(sock: trio.SocketStream, seen: bytes, marker: bytes, count
         while _body(seen).count(marker) < count:
             seen += await sock.receive_some(1 << 16)
     return seen
+
+
+async def _open_stream(
+    url: str, request: bytes, *, receive_buffer: int | None = None
+) -> tuple[trio.SocketStream, bytes]:
+    """A raw connection (with ``receive_buffer`` bytes of socket buffer, if given) that
+    sent ``request`` (a connect) and read its answer up to the session event, with no
+    client-side task: the socket, and what it read."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    raw = trio.socket.socket()
+    if receive_buffer is not None:
+        raw.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, receive_buffer)
+    await raw.connect((host, int(port)))
+    sock = trio.SocketStream(raw)
+    await sock.send_all(request)
+    seen = await _read_until(sock, b"", b"event: session")
+    assert seen.startswith(b"HTTP/1.1 200"), seen
+    return sock, seen
+
+
+@pytest.mark.single_process("counts the tasks of the server in this process")
+async def test_an_open_stream_costs_only_its_connections_two_tasks(
+    server: AsyncEmbeddedServer,
+) -> None:
+    await trio.testing.wait_all_tasks_blocked()
+    before, rooms_before = _tasks(), server.system.snapshot()[0].live
+    sockets = [(await _open_stream(server.url, _connect(f"tasks-{n}")))[0] for n in range(STREAMS)]
+    await trio.testing.wait_all_tasks_blocked()
+    # Hypercorn's connection task and the task it runs the request in; each room's actor
+    # (one room per stream here) is a task of the runtime, counted apart.
+    rooms = server.system.snapshot()[0].live - rooms_before
+    assert rooms == STREAMS
+    assert (_tasks() - before - rooms) / STREAMS == 2
+    for sock in sockets:
+        await sock.aclose()
 
 
 def _session(seen: bytes) -> dict[str, Any]:
@@ -151,13 +156,7 @@ async def test_a_stream_whose_socket_is_full_gets_every_byte_in_order() -> None:
     room = "full"
     async with serve_async(heartbeat=60.0) as server:
         streams = server.system.streams
-        host, port = server.url.removeprefix("http://").rsplit(":", 1)
-        raw = trio.socket.socket()
-        raw.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
-        await raw.connect((host, int(port)))
-        sock = trio.SocketStream(raw)
-        await sock.send_all(_connect(room))
-        seen = await _read_until(sock, b"", b"event: session")
+        sock, seen = await _open_stream(server.url, _connect(room), receive_buffer=4096)
         await trio.testing.wait_all_tasks_blocked()
         (stream,) = streams.of(ActorId(ROOMS, room))
         by_pump = streams.writes_by_pump_total

@@ -230,8 +230,7 @@ class StreamRegistry:
         they go."""
         if stream.held is not None:
             if not stream.closed:
-                held = stream.held
-                self._out(stream, held[0] if len(held) == 1 else b"".join(held))
+                self._out(stream, b"".join(stream.held))  # (one frame: itself, not a copy)
             stream.held, stream.held_bytes = None, 0
         if stream.ending:
             stream.ending = False

@@ -513,6 +513,15 @@ class Config:
         "loses no acknowledged signal); 'off': saved only at hibernation and shutdown",
         "ON|OFF",
     )
+    gc_freeze: str = _setting(
+        "on",
+        _on_off,
+        _parse_lower,
+        "'on': what survives the cyclic collector's full collections is frozen, and all of "
+        "it rescanned only once the heap has grown by half (`roomkeeper serve` only: an "
+        "embedded server leaves its host's collector alone); 'off': CPython's own",
+        "ON|OFF",
+    )
     memory_budget: int = _setting(
         attrs.Factory(default_memory_budget),
         _positive_int,

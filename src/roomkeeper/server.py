@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import attrs
@@ -24,6 +25,7 @@ from .admission import Admission, AdmissionError, load_admission
 from .application import load_application
 from .cluster import NodeHeader, NodeIdentity, node_identity
 from .config import MEMORY, Config, ConfigError
+from .gcpolicy import FrozenGenerations
 from .groups import unwrap
 from .http.app import ROOMS, AppSettings, create_app
 from .http.codec import SseCodec
@@ -157,6 +159,7 @@ async def run(
     config: Config,
     *,
     handle_signals: bool = True,
+    gc_policy: FrozenGenerations | None = None,
     task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until SIGINT/SIGTERM (or ``stop()``): then every stream gets ``bye shutdown``,
@@ -179,6 +182,8 @@ async def run(
         app.observability.enable_admin(config.admin_token)
         if peers is not None:
             _count_forwarding(app.observability.metrics.extra, peers, app.api.placement)
+        if gc_policy is not None:
+            _count_collections(app.observability.metrics.extra, gc_policy)
         asgi: ASGIFramework = app
         if node is not None:
             asgi = NodeHeader(asgi, node.name)
@@ -213,6 +218,19 @@ async def run(
         if peers is not None:
             with trio.CancelScope(shield=True):
                 await peers.aclose()
+
+
+def _count_collections(extra: ExtraCounters, policy: FrozenGenerations) -> None:
+    extra.add(
+        "roomkeeper_gc_full_scans",
+        "Full collections that unfroze and scanned every object (--gc-freeze on).",
+        lambda: policy.full_scans,
+    )
+    extra.add(
+        "roomkeeper_gc_frozen_scans",
+        "Full collections that scanned only what came since the last (--gc-freeze on).",
+        lambda: policy.frozen_scans,
+    )
 
 
 def _count_forwarding(extra: ExtraCounters, peers: Peers, placement: Placement) -> None:
@@ -259,14 +277,19 @@ def serve_forever(config: Config) -> int:
     """Run the server in this process; the exit status (0 after a graceful stop)."""
     setup_logging(config.log_level, config.log_format)
 
+    # Only in a process of our own: an embedded server leaves its host's collector alone.
+    policy = FrozenGenerations() if config.gc_freeze == "on" else None
+
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            server: RunningServer = await nursery.start(run, config)
+            server: RunningServer = await nursery.start(partial(run, config, gc_policy=policy))
             # What start-up made (modules, the app) lives as long as the process: keep it
-            # out of the cyclic collector's full scans, which otherwise grow with it. Only
-            # in a process of our own: an embedded server leaves its host's heap alone.
-            gc.collect()
-            gc.freeze()
+            # out of the cyclic collector's full scans, which otherwise grow with it.
+            if policy is not None:
+                policy.install()
+            else:
+                gc.collect()
+                gc.freeze()
             print(f"roomkeeper serving on {server.url}", flush=True)
 
     try:
@@ -281,6 +304,9 @@ def serve_forever(config: Config) -> int:
             raise
         print(f"roomkeeper: error: {message}", file=sys.stderr)
         return 1
+    finally:
+        if policy is not None:
+            policy.uninstall()
     return 0
 
 

@@ -317,3 +317,13 @@ async def test_request_id_is_echoed(client: httpx.AsyncClient, server: ServerPro
     assert given.headers["x-request-id"] == "lb-42.a"
     made = await client.get(f"{server.url}/healthz", headers={"X-Request-Id": "bad id;x"})
     assert made.headers["x-request-id"] != "bad id;x" and len(made.headers["x-request-id"]) == 32
+
+
+async def test_the_collector_policy_is_counted_and_can_be_turned_off(
+    client: httpx.AsyncClient, server_factory: ServerFactory
+) -> None:
+    names = ("roomkeeper_gc_full_scans_total", "roomkeeper_gc_frozen_scans_total")
+    _, found = await scrape(client, server_factory().url)
+    assert all((name, frozenset()) in found for name in names)
+    _, found = await scrape(client, server_factory(gc_freeze="off").url)
+    assert not any(name in found_name for name in names for found_name, _ in found)

@@ -46,6 +46,8 @@ def _modules(where: str) -> list[Path]:
         ("observe", ("roomkeeper.http", "roomkeeper.signaling")),
         # the settings sit below every layer that reads them (observe's tracing does)
         ("config.py", ("roomkeeper.http", "roomkeeper.observe", "roomkeeper.runtime")),
+        # the collector's policy is the process's, below everything
+        ("gcpolicy.py", ("roomkeeper",)),
         ("", (APPLICATION,)),
     ],
 )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import attrs
@@ -114,6 +116,10 @@ class ActorSystem:
         new_stream_id: Callable[[], str] | None = None,
     ) -> None:
         self.nursery = nursery
+        # An actor's task runs in the context the system was opened in, not in a copy of
+        # its first caller's: a request's context variables (its request id, say, and
+        # the objects they hold) must not live on, and log, with the room.
+        self._context = contextvars.copy_context()
         self.new_stream_id = new_stream_id or (lambda: uuid.uuid4().hex)
         self.backend = backend
         self.config = config
@@ -191,7 +197,7 @@ class ActorSystem:
             activation.wake = envelope.kind.value
             ns.live[actor] = activation
             self._idle = trio.Event() if self._idle.is_set() else self._idle
-            self.nursery.start_soon(activation.run, name=f"actor {actor}")
+            self._spawn(activation.run, f"actor {actor}")
         activation.mailbox.put(envelope)
 
     def _deliver_system(self, actor: ActorId, envelope: Envelope) -> None:
@@ -247,7 +253,11 @@ class ActorSystem:
             await trio.sleep(delay)
             self._deliver_system(actor, envelope)
 
-        self.nursery.start_soon(later)
+        self._spawn(later, f"retry {envelope.kind.value} for actor {actor}")
+
+    def _spawn(self, fn: Callable[[], Awaitable[None]], name: str) -> None:
+        """Start ``fn`` in the system's nursery, in the system's own context."""
+        self._context.run(partial(self.nursery.start_soon, fn, name=name))
 
     def activated(self, activation: Activation, cause: Kind) -> None:
         ns = activation.namespace

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import pytest
@@ -48,6 +49,9 @@ class TextCodec:
         return "bye", b"shutdown"
 
 
+CALLER: ContextVar[str] = ContextVar("caller", default="none")
+
+
 class Counter(Actor):
     """Counts in storage; messages are tuples naming what to do."""
 
@@ -67,6 +71,8 @@ class Counter(Actor):
             return value
         if op == "get":
             return self.ctx.storage.get("n", 0)
+        if op == "caller":  # what the caller set in its context, as the actor sees it
+            return CALLER.get()
         if op == "seq":
             self.seen.append(args[0])
             await trio.lowlevel.checkpoint()

@@ -11,7 +11,7 @@ from roomkeeper.runtime import HandlerError, MailboxFull, MemoryBackend, Storage
 from roomkeeper.runtime.ids import ActorId
 from roomkeeper.runtime.storage import WriteSet
 
-from .conftest import Counter, system
+from .conftest import CALLER, Counter, system
 
 
 async def test_ask_replies_and_state_persists_between_messages() -> None:
@@ -20,6 +20,12 @@ async def test_ask_replies_and_state_persists_between_messages() -> None:
         assert await stub.ask(("add", 2)) == 2
         assert await stub.ask(("add", 3)) == 5
         assert await sys.get("counters", "b").ask(("get",)) == 0
+
+
+async def test_an_actor_does_not_run_in_its_first_callers_context() -> None:
+    async with system() as sys:
+        CALLER.set("first request")
+        assert await sys.get("counters", "a").ask(("caller",)) == "none"
 
 
 async def test_messages_are_handled_one_at_a_time_in_arrival_order() -> None:

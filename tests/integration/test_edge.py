@@ -4,6 +4,7 @@ rest of this folder."""
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,6 +13,7 @@ import h11
 import httpx
 import pytest
 import trio
+from hypercorn.trio.tcp_server import TCPServer
 
 from roomkeeper.http.app import ROOMS, create_app
 from roomkeeper.http.guard import DISCONNECT, Departure
@@ -116,6 +118,41 @@ async def test_an_open_stream_costs_only_its_connections_two_tasks(
     assert (_tasks() - before - rooms) / STREAMS == 2
     for sock in sockets:
         await sock.aclose()
+
+
+def _connections() -> int:
+    """Hypercorn connections in this process's heap: alive, or dead and not collected."""
+    return sum(isinstance(o, TCPServer) for o in gc.get_objects())
+
+
+@pytest.mark.single_process("counts the server's connections in this process's heap")
+async def test_a_closed_connection_is_freed_without_the_cyclic_collector(
+    server: AsyncEmbeddedServer,
+) -> None:
+    """Each connection's objects are freed as it closes, not left in a cycle for the
+    collector (which --gc-freeze would hold frozen): a stream the client closes, and an
+    answer after which the server closes."""
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        sock, _ = await _open_stream(server.url, _connect("freed"))
+        await sock.aclose()
+        async with await trio.open_tcp_stream(host, int(port)) as other:
+            await other.send_all(
+                b"POST /api/signal HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Content-Length: 2\r\n\r\n{}"
+            )
+            assert (await other.receive_some()).startswith(b"HTTP/1.1 400")
+        for _ in range(100):  # until the server has seen each close
+            if not _connections():
+                break
+            await trio.sleep(0.05)
+        assert _connections() == 0
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _session(seen: bytes) -> dict[str, Any]:

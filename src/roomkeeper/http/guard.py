@@ -28,7 +28,7 @@
 
 Hypercorn builds each connection's ``TCPServer`` and ``H11Protocol`` inside ``serve()``,
 and each request's task in ``TaskGroup.spawn_app``, so the guards wrap their ``run``,
-``__init__`` and ``spawn_app``. They are installed once per process and
+``__init__``, ``spawn_app`` and the protocol's two sends. They are installed once per process and
 act only for a server whose config is a `GuardedConfig`: any other Hypercorn server in the
 process (a host application's own, say) runs Hypercorn's code unchanged.
 """
@@ -36,7 +36,6 @@ process (a host application's own, say) runs Hypercorn's code unchanged.
 from __future__ import annotations
 
 import contextvars
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -225,6 +224,8 @@ def install_guard() -> None:
         return
     run: Callable[[Any], Awaitable[None]] = server_class.run
     init: Callable[..., None] = protocol_class.__init__
+    send_event: Callable[[Any, Any], Awaitable[None]] = protocol_class._send_h11_event
+    send_error: Callable[[Any, int], Awaitable[None]] = protocol_class._send_error_response
     spawn_app: Callable[..., Awaitable[Callable[[Any], Awaitable[None]]]] = group_class.spawn_app
 
     async def guarded_run(self: Any) -> None:
@@ -236,6 +237,12 @@ def install_guard() -> None:
             await run(self)
         except Exception:  # an ExceptionGroup of Exceptions too; Cancelled passes
             log.warning("a connection failed inside Hypercorn and was closed", exc_info=True)
+        finally:
+            # The connection's protocol sends through this server's bound method: a
+            # cycle, left to the cyclic collector (frozen with the heap, under
+            # --gc-freeze). Every task of the connection has ended: cut it, and the
+            # connection is freed here.
+            self.__dict__.pop("protocol", None)
 
     def guarded_init(self: Any, *args: Any, **kwargs: Any) -> None:
         init(self, *args, **kwargs)
@@ -243,8 +250,15 @@ def install_guard() -> None:
             self.connection = LastRequestConnection(
                 h11.SERVER, max_incomplete_event_size=self.config.h11_max_incomplete_size
             )
-            self._send_error_response = functools.partial(send_refusal, self)
-            self._send_h11_event = functools.partial(send_h11_event, self)
+
+    # Methods of the class, not bound partials on each connection (a cycle each).
+    async def guarded_send_event(self: Any, event: Any) -> None:
+        guarded = isinstance(self.config, GuardedConfig)
+        await (send_h11_event if guarded else send_event)(self, event)
+
+    async def guarded_send_error(self: Any, status_code: int) -> None:
+        guarded = isinstance(self.config, GuardedConfig)
+        await (send_refusal if guarded else send_error)(self, status_code)
 
     async def guarded_spawn_app(
         self: Any, app: Any, config: Config, scope: Any, send: Any
@@ -274,4 +288,6 @@ def install_guard() -> None:
     setattr(group_class, _ORIGINAL, spawn_app)
     server_class.run = guarded_run
     protocol_class.__init__ = guarded_init
+    protocol_class._send_h11_event = guarded_send_event
+    protocol_class._send_error_response = guarded_send_error
     group_class.spawn_app = guarded_spawn_app

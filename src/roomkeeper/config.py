@@ -518,8 +518,9 @@ class Config:
         _on_off,
         _parse_lower,
         "'on': what survives the cyclic collector's full collections is frozen, and all of "
-        "it rescanned only once the heap has grown by half (`roomkeeper serve` only: an "
-        "embedded server leaves its host's collector alone); 'off': CPython's own",
+        "it rescanned only once the heap has grown by half, the youngest generation collected "
+        "every 10,000 allocations (`roomkeeper serve` only: an embedded server leaves its "
+        "host's collector alone); 'off': CPython's own",
         "ON|OFF",
     )
     memory_budget: int = _setting(

@@ -7,14 +7,16 @@ collection scans every tracked object. A server's heap grows with its streams an
 whole heap at every 25 % of growth: 6 s of the 20 s of CPU that opening 10,000 streams
 took, for 4,684 objects collected (docs/benchmarks.md, "The collector's full scans").
 
-`FrozenGenerations` keeps CPython's collector and its thresholds, and freezes what
-survives each full collection (`gc.freeze`), so that the next one scans only what came
-since. A frozen object in a garbage cycle is not collected while frozen (a closed
-connection's objects are such a cycle), so once the heap has grown by ``regrowth``
-times since the last scan of everything, the next full collection unfreezes first: it
-scans everything, collects the cycles among the frozen objects, and freezes the
-survivors again. Garbage held frozen is so bounded by ``regrowth - 1`` times the heap
-at that scan, and the scans of everything come at geometric steps of the heap's size.
+`FrozenGenerations` keeps CPython's collector, and freezes what survives each full
+collection (`gc.freeze`), so that the next one scans only what came since. A frozen
+object in a garbage cycle is not collected while frozen (roomkeeper's own connections
+and rooms leave no cycles: bench/connection_garbage.py), so once the heap has grown by
+``regrowth`` times since the last scan of everything, the next full collection
+unfreezes first: it scans everything, collects the cycles among the frozen objects, and
+freezes the survivors again. Garbage held frozen is so bounded by ``regrowth - 1`` times
+the heap at that scan, and the scans of everything come at geometric steps of the
+heap's size. The youngest generation is collected every ``young`` allocations instead
+of CPython's 700, so that the oldest is reached ten times less often.
 
 The heap's size is pymalloc's count of allocated blocks (`sys.getallocatedblocks`,
 well under a millisecond), not `gc.get_freeze_count`, which walks the frozen objects
@@ -41,6 +43,9 @@ class FrozenGenerations:
     """Growth of the heap (allocated blocks) since the last scan of everything that makes
     the next full collection scan everything again."""
 
+    young: int = attrs.field(default=10_000, validator=attrs.validators.ge(1))
+    """Allocations (net of deallocations) between collections of the youngest generation."""
+
     full_scans: int = 0
     """Full collections that unfroze and scanned every object."""
     frozen_scans: int = 0
@@ -48,6 +53,7 @@ class FrozenGenerations:
 
     _blocks_at_scan: int = 0
     _scanning_all: bool = False
+    _thresholds: tuple[int, ...] = ()
 
     @regrowth.validator
     def _check(self, _: Any, value: float) -> None:
@@ -65,12 +71,16 @@ class FrozenGenerations:
         gc.collect()
         gc.freeze()
         self._blocks_at_scan = sys.getallocatedblocks()
+        self._thresholds = gc.get_threshold()
+        gc.set_threshold(self.young, *self._thresholds[1:])
         gc.callbacks.append(self._on_collect)
 
     def uninstall(self) -> None:
-        """Stop the policy and unfreeze everything: the collector is CPython's again."""
+        """Stop the policy, restore the thresholds and unfreeze everything: the collector
+        is CPython's again."""
         if self.installed:
             gc.callbacks.remove(self._on_collect)
+            gc.set_threshold(*self._thresholds)
             gc.unfreeze()
 
     def _on_collect(self, phase: str, info: dict[str, int]) -> None:

@@ -72,12 +72,15 @@ def test_a_young_cycle_is_collected_without_a_scan_of_everything(
 
 
 def test_uninstall_gives_cpython_its_collector_back() -> None:
-    made = FrozenGenerations()
+    thresholds = gc.get_threshold()
+    made = FrozenGenerations(young=5000)
     made.install()
     made.install()  # once per process
     assert gc.callbacks.count(made._on_collect) == 1
+    assert gc.get_threshold() == (5000, *thresholds[1:])
     made.uninstall()
     assert not made.installed and gc.get_freeze_count() == 0
+    assert gc.get_threshold() == thresholds
     gone = weakref.ref(cycle())
     gc.collect()
     assert gone() is None and made.frozen_scans == 0
@@ -87,3 +90,8 @@ def test_uninstall_gives_cpython_its_collector_back() -> None:
 def test_regrowth_must_be_growth(regrowth: float) -> None:
     with pytest.raises(ValueError, match="above 1"):
         FrozenGenerations(regrowth=regrowth)
+
+
+def test_the_youngest_generation_needs_a_threshold() -> None:
+    with pytest.raises(ValueError, match=">= 1"):
+        FrozenGenerations(young=0)

@@ -28,9 +28,9 @@
 
 Hypercorn builds each connection's ``TCPServer`` and ``H11Protocol`` inside ``serve()``,
 and each request's task in ``TaskGroup.spawn_app``, so the guards wrap their ``run``,
-``__init__``, ``spawn_app`` and the protocol's two sends. They are installed once per process and
-act only for a server whose config is a `GuardedConfig`: any other Hypercorn server in the
-process (a host application's own, say) runs Hypercorn's code unchanged.
+``__init__``, ``spawn_app`` and the protocol's two sends. They are installed once per
+process and act only for a server whose config is a `GuardedConfig`: any other Hypercorn
+server in the process (a host application's own, say) runs Hypercorn's code unchanged.
 """
 
 from __future__ import annotations

@@ -6,23 +6,13 @@ Only a smoke test: a few rooms, and no assertion on the counts.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "connection_garbage.py"
+from ..support.scripts import run_bench
 
 
 @pytest.mark.slow
 def test_a_few_rooms_print_what_the_collector_found() -> None:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--rooms", "20"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert re.search(r"^20 rooms: [0-9]+ unreachable objects, [0-9.]+ a room$", done.stdout, re.M)
+    out = run_bench("connection_garbage.py", "--rooms", "20")
+    assert re.search(r"^20 rooms: [0-9]+ unreachable objects, [0-9.]+ a room$", out, re.M), out

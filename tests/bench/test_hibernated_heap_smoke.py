@@ -6,24 +6,14 @@ Only a smoke test: a few rooms, and no assertion on the sizes.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "hibernated_heap.py"
+from ..support.scripts import run_bench
 
 
 @pytest.mark.slow
 def test_a_few_rooms_print_the_heap_kept_and_its_lines() -> None:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "100"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert re.search(r"^100 hibernated rooms; heap kept per room: -?[0-9]+ B$", done.stdout, re.M)
-    assert re.search(r"^  +-?[0-9]+ B  runtime/[a-z_]+\.py:[0-9]+$", done.stdout, re.M), done.stdout
+    out = run_bench("hibernated_heap.py", "100")
+    assert re.search(r"^100 hibernated rooms; heap kept per room: -?[0-9]+ B$", out, re.M)
+    assert re.search(r"^  +-?[0-9]+ B  runtime/[a-z_]+\.py:[0-9]+$", out, re.M), out

@@ -7,13 +7,10 @@ the machine is (no timing assertion), only on the script running to the end.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "runtime_bench.py"
+from ..support.scripts import run_bench
 
 NUMBER = r"[0-9][0-9,]*(?:\.[0-9]+)?"
 
@@ -25,15 +22,7 @@ def row(label: str) -> str:
 
 @pytest.mark.slow
 def test_quick_benchmark_runs_and_prints_its_tables() -> None:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--no-pin"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    out = done.stdout
+    out = run_bench("runtime_bench.py", "--quick", "--no-pin", timeout=180)
     assert out.startswith("# roomkeeper runtime benchmark (quick)")
     assert "machine: " in out
     for label in (

@@ -18,9 +18,8 @@ the heap at that scan, and the scans of everything come at geometric steps of th
 heap's size. The youngest generation is collected every ``young`` allocations instead
 of CPython's 700, so that the oldest is reached ten times less often.
 
-The heap's size is pymalloc's count of allocated blocks (`sys.getallocatedblocks`,
-well under a millisecond), not `gc.get_freeze_count`, which walks the frozen objects
-(22 ms for 2 million). Only for a process of roomkeeper's own (``roomkeeper serve``):
+The heap's size is pymalloc's count of allocated blocks (`sys.getallocatedblocks`, read
+from its arenas), not `gc.get_freeze_count`, which walks every frozen object. Only for a process of roomkeeper's own (``roomkeeper serve``):
 the policy changes the whole interpreter's collector, and an embedded server leaves its
 host's alone.
 """

@@ -19,9 +19,9 @@ heap's size. The youngest generation is collected every ``young`` allocations in
 of CPython's 700, so that the oldest is reached ten times less often.
 
 The heap's size is pymalloc's count of allocated blocks (`sys.getallocatedblocks`, read
-from its arenas), not `gc.get_freeze_count`, which walks every frozen object. Only for a process of roomkeeper's own (``roomkeeper serve``):
-the policy changes the whole interpreter's collector, and an embedded server leaves its
-host's alone.
+from its arenas), not `gc.get_freeze_count`, which walks every frozen object. Only for
+a process of roomkeeper's own (``roomkeeper serve``): the policy changes the whole
+interpreter's collector, and an embedded server leaves its host's alone.
 """
 
 from __future__ import annotations

@@ -163,7 +163,8 @@ async def run(
     task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until SIGINT/SIGTERM (or ``stop()``): then every stream gets ``bye shutdown``,
-    state is persisted, and the function returns."""
+    state is persisted, and the function returns. ``gc_policy``, the collector's policy of
+    a process of our own (``serve_forever`` installs it), is only counted in /metrics."""
     install_guard()
     application = load_application(config.application)
     node = node_identity(config) if config.clustered else None

@@ -2,10 +2,10 @@
 
 CPython's collector runs a full (generation 2) collection whenever the objects promoted
 to its oldest generation since the last one exceed a quarter of it, and a full
-collection scans every tracked object. A server's heap grows with its streams and rooms
-(10,000 streams hold about 3 million objects), so while it grows it pays a scan of the
-whole heap at every 25 % of growth: 6 s of the 20 s of CPU that opening 10,000 streams
-took, for 4,684 objects collected (docs/benchmarks.md, "The collector's full scans").
+collection scans every tracked object. A server's heap grows with its streams and rooms,
+so while it grows it pays a scan of the whole heap at every 25 % of growth: 6 s of the
+20 s of CPU that opening 10,000 streams took, for 4,684 objects collected
+(docs/benchmarks.md, "The collector's full scans").
 
 `FrozenGenerations` keeps CPython's collector, and freezes what survives each full
 collection (`gc.freeze`), so that the next one scans only what came since. A frozen

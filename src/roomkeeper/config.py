@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from .admission import AdmissionError, parse_spec
+from .gcpolicy import REGROWTH, YOUNG
 from .ice import MAX_TTL, STUN_SCHEMES, TURN_SCHEMES, IceServers, parse_uris, uri_problem
 from .jwt_tickets import JwtRules
 
@@ -518,9 +519,9 @@ class Config:
         _on_off,
         _parse_lower,
         "'on': what survives the cyclic collector's full collections is frozen, and all of "
-        "it rescanned only once the heap has grown by half, the youngest generation collected "
-        "every 10,000 allocations (`roomkeeper serve` only: an embedded server leaves its "
-        "host's collector alone); 'off': CPython's own",
+        f"it rescanned only once the heap has grown {REGROWTH}-fold, the youngest generation "
+        f"collected every {YOUNG:,} allocations (`roomkeeper serve` only: an embedded server "
+        "leaves its host's collector alone); 'off': CPython's own",
         "ON|OFF",
     )
     memory_budget: int = _setting(

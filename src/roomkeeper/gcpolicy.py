@@ -35,14 +35,20 @@ import attrs
 OLDEST = 2
 """CPython's oldest generation, the one a full collection collects."""
 
+REGROWTH = 1.5
+"""The default ``regrowth``: the heap grown by half."""
+
+YOUNG = 10_000
+"""The default ``young`` threshold (CPython's own: 700)."""
+
 
 @attrs.define(eq=False)
 class FrozenGenerations:
-    regrowth: float = attrs.field(default=1.5)
+    regrowth: float = attrs.field(default=REGROWTH)
     """Growth of the heap (allocated blocks) since the last scan of everything that makes
     the next full collection scan everything again."""
 
-    young: int = attrs.field(default=10_000, validator=attrs.validators.ge(1))
+    young: int = attrs.field(default=YOUNG, validator=attrs.validators.ge(1))
     """Allocations (net of deallocations) between collections of the youngest generation."""
 
     full_scans: int = 0

@@ -201,9 +201,8 @@ async def send_refusal(protocol: Any, status_code: int) -> None:
             if connection.their_state is not h11.ERROR:
                 raise
             break
-    held = getattr(connection, "held_head", b"")
-    if held:  # h11 refused what followed the head: the head goes alone
-        data, connection.held_head = data + held, b""
+    if connection.held_head:  # h11 refused what followed the head: the head goes alone
+        data, connection.held_head = data + connection.held_head, b""
     log.debug(
         "refused before any route: %d %s",
         status_code,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gc
 import json
+import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -153,6 +155,45 @@ async def test_a_closed_connection_is_freed_without_the_cyclic_collector(
     finally:
         if enabled:
             gc.enable()
+
+
+@pytest.mark.single_process("counts the server's connections in this process's heap")
+async def test_an_idle_connection_the_client_closes_is_freed_at_once() -> None:
+    """A keep-alive connection is let go when its client closes it, not when its idle
+    timer (a minute here) would have closed it."""
+    async with serve_async(keep_alive_timeout=60) as server:
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        async with await trio.open_tcp_stream(host, int(port)) as sock:
+            await sock.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await sock.receive_some()).startswith(b"HTTP/1.1 200")
+        for _ in range(100):  # until the server has seen the close
+            gc.collect()
+            if not _connections():
+                break
+            await trio.sleep(0.05)
+        assert _connections() == 0
+
+
+@pytest.mark.single_process("blocks the server's trio loop, in this process")
+async def test_a_request_unread_when_the_idle_timer_ends_is_answered() -> None:
+    """A server that is behind (a reconnect storm) has not read requests that arrived in
+    time: when their connections' idle timers end, they are answered, not closed. This
+    loop is the server's: blocking it holds the server back past the timers."""
+    async with serve_async(keep_alive_timeout=0.5) as server:
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        for _ in range(3):  # in each, the timers or the readers run first (trio's order)
+            clients = [socket.create_connection((host, int(port))) for _ in range(20)]
+            await trio.testing.wait_all_tasks_blocked(cushion=0.02)  # accepted: timers on
+            for client in clients:
+                client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.8)  # noqa: ASYNC251 - the point: the server's loop stands still
+            answers = [await _first_bytes(client) for client in clients]
+            assert all(a.startswith(b"HTTP/1.1 200") for a in answers), answers
+
+
+async def _first_bytes(client: socket.socket) -> bytes:
+    with client, trio.socket.from_stdlib_socket(client) as sock, trio.fail_after(10):
+        return await sock.recv(1 << 16)
 
 
 def _session(seen: bytes) -> dict[str, Any]:

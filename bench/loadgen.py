@@ -726,6 +726,7 @@ class Generator:
                 await peer.ended.wait()
         self.stats.stream_errors.clear()
         go = now()
+        gen_cpu = CpuMeter()
         attempts: Counter[str] = Counter()
         back_at: list[float] = []
 
@@ -759,6 +760,7 @@ class Generator:
                 "storm_retries": attempts["retries"],
                 "storm_gave_up": attempts["gave_up"],
                 "storm_errors": dict(self.stats.stream_errors),
+                "storm_gen_cpu_pct": gen_cpu.percent(),
             }
         )
         return result

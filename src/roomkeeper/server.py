@@ -14,7 +14,6 @@ from pathlib import Path
 
 import attrs
 import trio
-from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 from hypercorn.trio import serve
 from hypercorn.typing import (
@@ -121,7 +120,7 @@ class _HypercornConfig(GuardedConfig):
         return sockets
 
 
-def hypercorn_config(config: Config) -> HypercornConfig:
+def hypercorn_config(config: Config) -> GuardedConfig:
     hc = _HypercornConfig()
     host = f"[{config.host}]" if ":" in config.host else config.host
     hc.bind = [f"{host}:{config.port}"]
@@ -189,11 +188,14 @@ async def run(
         if node is not None:
             asgi = NodeHeader(asgi, node.name)
 
+        hc = hypercorn_config(config)
+
         async def shutdown_trigger() -> None:
             await stopping.wait()
             # Every stream gets bye and ends cleanly; Hypercorn then finishes the
             # responses in flight and returns.
             await system.shutdown()
+            hc.idle_connections.close_all()
 
         async with trace_to_file(system, config.trace), trio.open_nursery() as nursery:
             if handle_signals:
@@ -202,7 +204,6 @@ async def run(
             async def serve_until_drained(
                 task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
             ) -> None:
-                hc = hypercorn_config(config)
                 await serve(
                     asgi,
                     hc,

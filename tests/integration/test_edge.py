@@ -174,6 +174,20 @@ async def test_an_idle_connection_the_client_closes_is_freed_at_once() -> None:
         assert _connections() == 0
 
 
+@pytest.mark.single_process("stops a server in this process")
+async def test_a_stopping_server_closes_its_idle_connections_at_once() -> None:
+    """Not after Hypercorn's graceful timeout (5 s), nor the idle timer (a minute)."""
+    async with serve_async(keep_alive_timeout=60) as server:
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        async with await trio.open_tcp_stream(host, int(port)) as sock:
+            await sock.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await sock.receive_some()).startswith(b"HTTP/1.1 200")
+            await trio.testing.wait_all_tasks_blocked()
+            server.stop()
+            with trio.fail_after(3):
+                assert await sock.receive_some() == b""
+
+
 @pytest.mark.single_process("blocks the server's trio loop, in this process")
 async def test_a_request_unread_when_the_idle_timer_ends_is_answered() -> None:
     """A server that is behind (a reconnect storm) has not read requests that arrived in

@@ -39,9 +39,8 @@ async def _exit_status(server: ServerProcess) -> int:
 
 
 def own_client() -> httpx.AsyncClient:
-    """A client of its own for a server that is to be stopped: closing it closes its idle
-    keep-alive connections, which would otherwise hold the stopping server for Hypercorn's
-    5 s graceful timeout (every event stream's connection is one after its bye)."""
+    """A client of its own for a server that is to be stopped (its keep-alive
+    connections end with the server)."""
     return httpx.AsyncClient(timeout=10)
 
 

@@ -22,37 +22,31 @@
   waiting in ``receive`` for ``http.disconnect``: an idle event stream then costs one
   task, woken only when it has bytes to write (a wake by cancellation, the only other
   way out of ``receive``, cost 16 to 29 % more CPU per heartbeat: bench/heartbeat_cpu.py).
-- **A connection is idle only when nothing waits to be read.** Hypercorn closes a
-  connection whose request head is not in within ``keep_alive_timeout`` of its accept,
-  even when the head has arrived and sits unread in the socket because the server is
-  behind (a reconnect storm of 10,000 clients); such a connection now gets another
-  period. A connection whose client has closed is closed at once, not kept until the
-  timer ends (its task, its objects and its socket, in ``CLOSE_WAIT``, were held for
-  up to ``keep_alive_timeout``).
+- **The idle timer is a deadline on the connection's reading, not a task**
+  (`roomkeeper.http.reader`): it costs no task and no lock per request; a connection
+  with a request waiting is not idle (a server behind in a reconnect storm closed such
+  connections unanswered); a connection whose client closed is let go at once (it was
+  held, socket and all, until its timer ended).
 - **A GET's body may be written straight to its socket** (`direct.WRITE_NOW`), by
   whichever task has its bytes, so that an idle event stream's task is not woken even
   for those, unless the socket's buffer is full.
 
 Hypercorn builds each connection's ``TCPServer`` and ``H11Protocol`` inside ``serve()``,
 and each request's task in ``TaskGroup.spawn_app``, so the guards wrap the server's
-``run``, reading and idle timer, the protocol's ``__init__`` and two sends, and
-``spawn_app``. They are installed once per process and act only for a server whose
-config is a `GuardedConfig`: any other Hypercorn server in the process (a host
-application's own, say) runs Hypercorn's code unchanged.
+``run`` and reading, the protocol's ``__init__`` and two sends, and ``spawn_app``. They
+are installed once per process and act only for a server whose config is a
+`GuardedConfig`: any other Hypercorn server in the process (a host application's own,
+say) runs Hypercorn's code unchanged.
 """
 
 from __future__ import annotations
 
 import contextvars
-import fcntl
 import logging
-import struct
-import termios
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import h11
-import trio
 from hypercorn.config import Config
 from hypercorn.events import RawData
 from hypercorn.protocol.h11 import H11Protocol
@@ -60,6 +54,7 @@ from hypercorn.trio import tcp_server
 from hypercorn.trio.task_group import TaskGroup
 
 from ..observe.logs import new_request_id, sane_request_id
+from . import reader
 from .cors import CorsPolicy
 from .direct import WRITE_NOW, DirectWrite
 from .refusal import explanation, refusal
@@ -69,11 +64,9 @@ __all__ = [
     "Departure",
     "GuardedConfig",
     "LastRequestConnection",
-    "idle_timeout",
     "install_guard",
     "send_h11_event",
     "send_refusal",
-    "unread_bytes",
 ]
 
 log = logging.getLogger("roomkeeper.http")
@@ -114,18 +107,20 @@ class Departure:
 
 
 _ORIGINAL = "_roomkeeper_original"
-_READ_ENDED = "_roomkeeper_read_ended"
 _SERVER: contextvars.ContextVar[Any] = contextvars.ContextVar("roomkeeper_tcp_server")
 """The connection (Hypercorn's ``TCPServer``) whose task this is."""
 _ANSWERING = (h11.SEND_RESPONSE, h11.SEND_BODY)
-_HEAD_IN = (h11.SEND_BODY, h11.DONE, h11.MUST_CLOSE)
 
 
 class GuardedConfig(Config):
     """Hypercorn's config for a server whose connections are guarded; ``cors_origins``
-    as roomkeeper's ``--cors-origins``, for the answers to what h11 refuses."""
+    as roomkeeper's ``--cors-origins``, for the answers to what h11 refuses; the idle
+    timers of its connections (``idle_connections.close_all()`` as it stops)."""
 
     cors_origins: tuple[str, ...] = ("*",)
+
+    def __init__(self) -> None:
+        self.idle_connections = reader.IdleConnections()
 
 
 class LastRequestConnection(h11.Connection):
@@ -161,40 +156,6 @@ class LastRequestConnection(h11.Connection):
         except h11.RemoteProtocolError as exc:
             self.refused = exc
             raise
-
-
-def unread_bytes(sock: Any) -> int:
-    """Bytes the kernel holds for ``sock`` that nobody has read yet (0 if unknown)."""
-    try:
-        count: int = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
-    except (OSError, ValueError):
-        return 0
-    return count
-
-
-def _request_waiting(server: Any) -> bool:
-    """Whether a connection has a request the server has not come to yet: bytes unread in
-    its socket, or a head h11 has parsed whose reader has yet to stop the idle timer."""
-    connection = getattr(server.protocol.protocol, "connection", None)
-    if isinstance(connection, h11.Connection) and connection.their_state in _HEAD_IN:
-        return True
-    return unread_bytes(server.stream.socket) > 0
-
-
-async def idle_timeout(server: Any) -> None:
-    """``TCPServer._idle_timeout`` of a guarded connection: as Hypercorn's, but a
-    connection with a request waiting (`_request_waiting`) is not idle, and one whose
-    client has closed needs no timer."""
-    if server.__dict__.get(_READ_ENDED):
-        return
-    while True:
-        with trio.move_on_after(server.config.keep_alive_timeout):
-            await server.context.terminated.wait()
-            break
-        if not _request_waiting(server):
-            break
-    with trio.CancelScope(shield=True):
-        await server._initiate_server_close()
 
 
 async def send_h11_event(protocol: Any, event: Any) -> None:
@@ -277,13 +238,15 @@ def install_guard() -> None:
     send_error: Callable[[Any, int], Awaitable[None]] = protocol_class._send_error_response
     spawn_app: Callable[..., Awaitable[Callable[[Any], Awaitable[None]]]] = group_class.spawn_app
     read_data: Callable[[Any], Awaitable[None]] = server_class._read_data
-    idle: Callable[[Any], Awaitable[None]] = server_class._idle_timeout
 
     async def guarded_run(self: Any) -> None:
         if not isinstance(self.config, GuardedConfig):
             await run(self)
             return
         _SERVER.set(self)  # this connection's task, and the tasks it starts, see it
+        self.idle_task = reader.IdleTimer(
+            self.config.idle_connections, self.config.keep_alive_timeout
+        )
         try:
             await run(self)
         except Exception:  # an ExceptionGroup of Exceptions too; Cancelled passes
@@ -296,14 +259,8 @@ def install_guard() -> None:
             self.__dict__.pop("protocol", None)
 
     async def guarded_read_data(self: Any) -> None:
-        await read_data(self)
-        if isinstance(self.config, GuardedConfig):  # the client closed, or the socket broke
-            self.__dict__[_READ_ENDED] = True
-            await self.idle_task.stop()
-
-    async def guarded_idle_timeout(self: Any) -> None:
         guarded = isinstance(self.config, GuardedConfig)
-        await (idle_timeout if guarded else idle)(self)
+        await (reader.read_data if guarded else read_data)(self)
 
     def guarded_init(self: Any, *args: Any, **kwargs: Any) -> None:
         init(self, *args, **kwargs)
@@ -349,7 +306,6 @@ def install_guard() -> None:
     setattr(group_class, _ORIGINAL, spawn_app)
     server_class.run = guarded_run
     server_class._read_data = guarded_read_data
-    server_class._idle_timeout = guarded_idle_timeout
     protocol_class.__init__ = guarded_init
     protocol_class._send_h11_event = guarded_send_event
     protocol_class._send_error_response = guarded_send_error

@@ -4,13 +4,10 @@ Hypercorn server in the same process keeps Hypercorn's own behaviour."""
 from __future__ import annotations
 
 import logging
-import socket
-from types import SimpleNamespace
 from typing import Any
 
 import h11
 import pytest
-import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config
 from hypercorn.events import Closed, RawData
@@ -20,15 +17,12 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 
 from roomkeeper.http.guard import (
-    _READ_ENDED,
     DISCONNECT,
     Departure,
     GuardedConfig,
     LastRequestConnection,
-    idle_timeout,
     install_guard,
     send_h11_event,
-    unread_bytes,
 )
 
 
@@ -217,93 +211,3 @@ async def test_only_a_get_or_head_on_roomkeepers_server_is_given_a_departure() -
         ("HEAD", True),
     }
     assert len(seen) == 8
-
-
-# --- the idle timer ----------------------------------------------------------------------------
-
-
-class _IdleConnection:
-    """What the idle timer reads of a connection: its settings, socket, h11 state and
-    the server's end; it records when it was closed."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.config = GuardedConfig()
-        self.config.keep_alive_timeout = 5
-        self.context = WorkerContext(None)
-        self.stream = SimpleNamespace(socket=sock)
-        self.protocol = SimpleNamespace(
-            protocol=SimpleNamespace(connection=h11.Connection(h11.SERVER))
-        )
-        self.closed_at: float | None = None
-
-    async def _initiate_server_close(self) -> None:
-        self.closed_at = trio.current_time()
-
-
-async def _closed_at(connection: _IdleConnection, until: float) -> float | None:
-    """Run the idle timer for ``until`` seconds (of the clock); when it closed."""
-    started = trio.current_time()
-    with trio.move_on_after(until):
-        await idle_timeout(connection)
-    return None if connection.closed_at is None else connection.closed_at - started
-
-
-def test_unread_bytes_counts_what_waits_in_a_socket() -> None:
-    a, b = socket.socketpair()
-    with a, b:
-        assert unread_bytes(a) == 0
-        b.sendall(b"GET / HTTP/1.1\r\n")
-        assert unread_bytes(a) == 16
-    assert unread_bytes(a) == 0  # closed: unknown
-
-
-async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(
-    autojump_clock: Any,
-) -> None:
-    a, b = socket.socketpair()
-    with a, b:
-        assert await _closed_at(_IdleConnection(a), 60) == 5
-
-
-async def test_a_connection_is_not_idle_while_bytes_wait_unread(autojump_clock: Any) -> None:
-    a, b = socket.socketpair()
-    with a, b:
-        connection = _IdleConnection(a)
-        b.sendall(b"GET / HTTP/1.1\r\n")  # the reader, behind, has not come to it
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_closed_at, connection, 60)
-            await trio.sleep(12)
-            assert connection.closed_at is None
-            a.recv(100)  # the reader comes; the rest of the head never does
-        assert connection.closed_at == 15  # at the end of the period it was read in
-
-
-async def test_a_connection_whose_request_head_is_in_is_not_idle(autojump_clock: Any) -> None:
-    """The timer ended as the reader parsed a head, before the reader could stop it."""
-    a, b = socket.socketpair()
-    with a, b:
-        connection = _IdleConnection(a)
-        h11_connection = connection.protocol.protocol.connection
-        h11_connection.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert isinstance(h11_connection.next_event(), h11.Request)
-        assert await _closed_at(connection, 60) is None
-
-
-async def test_a_terminating_server_closes_an_idle_connection_at_once(
-    autojump_clock: Any,
-) -> None:
-    a, b = socket.socketpair()
-    with a, b:
-        connection = _IdleConnection(a)
-        await connection.context.terminated.set()
-        assert await _closed_at(connection, 60) == 0
-
-
-async def test_a_connection_its_client_closed_needs_no_timer(autojump_clock: Any) -> None:
-    a, b = socket.socketpair()
-    with a, b:
-        connection = _IdleConnection(a)
-        connection.__dict__[_READ_ENDED] = True
-        started = trio.current_time()
-        assert await _closed_at(connection, 60) is None
-        assert trio.current_time() == started

@@ -7,7 +7,9 @@ to one core and the load generator to the other; medians and the ratio new/base.
     git worktree add /tmp/base <commit>
     python bench/compare_trees.py --base /tmp/base --new . --mode capacity --rounds 4
 
-Both trees run with this interpreter and its packages, from their own ``src/``.
+Both trees run with this interpreter and its packages, from their own ``src/``. The CPU
+per operation counts all the server's CPU while the load ran (with ``throughput``, its
+warm-up and set-up too) over the operations measured: compare it between the trees only.
 """
 
 from __future__ import annotations

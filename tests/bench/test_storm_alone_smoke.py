@@ -1,0 +1,14 @@
+"""bench/storm_alone.py runs end to end: a small storm against roomkeeper."""
+
+from __future__ import annotations
+
+import json
+
+from ..support.scripts import run_bench
+
+
+def test_a_small_storm_brings_every_client_back() -> None:
+    out = run_bench("storm_alone.py", "--streams", "40", "--no-pin", timeout=180)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["storm_back_s"]["n"] == 40, result
+    assert result["server_cpu_s"] >= 0, result

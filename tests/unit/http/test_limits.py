@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from roomkeeper.http.addresses import ClientAddresses, address_key
-from roomkeeper.http.budgets import AddressLimits
+from roomkeeper.http.budgets import SWEPT, AddressLimits
 
 # --- addresses ---------------------------------------------------------------------------------
 
@@ -165,3 +165,37 @@ def test_the_table_of_addresses_stays_bounded() -> None:
         lim.take_session(f"10.1.{n // 256}.{n % 256}")
         clock.now += 0.01
     assert lim.open_streams("203.0.113.1") == 1  # an address with a stream is kept
+
+
+def test_a_connect_checks_a_bounded_number_of_waiting_streams() -> None:
+    """A reconnect storm from one address: 1,000 streams wait for their answers to begin,
+    and each further connect looks at no more of them than the sweep's few."""
+    checks = 0
+
+    def alive() -> bool:
+        nonlocal checks
+        checks += 1
+        return True
+
+    lim = limits(Clock(), burst=1e9, streams=100_000)
+    for _ in range(1000):
+        slot = lim.open_stream("a")
+        assert slot is not None
+        slot.bind(alive)
+    checks = 0
+    for _ in range(100):
+        assert lim.take_session("a") is None
+        assert lim.open_stream("a") is not None
+    assert checks <= 100 * 2 * SWEPT
+    assert lim.open_streams("a") == 1100
+
+
+def test_a_stream_gone_before_its_answer_is_freed_by_the_sweep() -> None:
+    """Below the cap nothing checks a waiting stream on connect: the sweep frees it, and
+    forgets its address."""
+    lim = limits(Clock())
+    gone = lim.open_stream("a")
+    assert gone is not None
+    gone.bind(lambda: False)
+    lim.take_session("b")
+    assert len(lim) == 1  # "a" freed and forgotten; "b" spent a session

@@ -132,8 +132,8 @@ async def test_a_closed_connection_is_freed_without_the_cyclic_collector(
     server: AsyncEmbeddedServer,
 ) -> None:
     """Each connection's objects are freed as it closes, not left in a cycle for the
-    collector (which --gc-freeze would hold frozen): a stream the client closes, and an
-    answer after which the server closes."""
+    collector (which --gc-freeze would hold frozen): a stream the client closes, an
+    answer after which the server closes, and a request h11 refuses."""
     host, port = server.url.removeprefix("http://").rsplit(":", 1)
     gc.collect()
     enabled = gc.isenabled()
@@ -147,6 +147,9 @@ async def test_a_closed_connection_is_freed_without_the_cyclic_collector(
                 b"Content-Length: 2\r\n\r\n{}"
             )
             assert (await other.receive_some()).startswith(b"HTTP/1.1 400")
+        async with await trio.open_tcp_stream(host, int(port)) as refused:
+            await refused.send_all(b"NOT HTTP\r\n\r\n")  # h11's refusal, the guard's answer
+            assert (await refused.receive_some()).startswith(b"HTTP/1.1 400")
         for _ in range(100):  # until the server has seen each close
             if not _connections():
                 break

@@ -126,11 +126,11 @@ class GuardedConfig(Config):
 class LastRequestConnection(h11.Connection):
     """h11's server connection, holding back what follows a connection's last request
     (``PAUSED``, as h11 does after a request that keeps the connection alive) while its
-    answer is being sent, instead of refusing it at once; it keeps the error it refused
-    a request with (``refused``). The head of an answer framed by its length is held
+    answer is being sent, instead of refusing it at once; it keeps why it refused a
+    request (``refused``). The head of an answer framed by its length is held
     (``held_head``) and goes out with the answer's first bytes after it, in one write."""
 
-    refused: h11.RemoteProtocolError | None = None
+    refused: str | None = None
     held_head = b""
 
     def send(self, event: Any) -> Any:
@@ -154,8 +154,10 @@ class LastRequestConnection(h11.Connection):
         try:
             return super().next_event()
         except h11.RemoteProtocolError as exc:
-            self.refused = exc
-            raise
+            self.refused = str(exc)
+            # Without h11's frames: one of them holds the error, which holds it through
+            # its traceback, a cycle that kept the whole connection for the collector.
+            raise exc.with_traceback(None)  # noqa: B904 - the same error, re-raised
 
 
 async def send_h11_event(protocol: Any, event: Any) -> None:
@@ -184,7 +186,7 @@ async def send_refusal(protocol: Any, status_code: int) -> None:
     origin = request_headers.get(b"origin")
     why = explanation(
         status_code,
-        None if refused is None else str(refused),
+        refused,
         config.h11_max_incomplete_size,
         head_read=scope is not None,
     )

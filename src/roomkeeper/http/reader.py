@@ -8,10 +8,11 @@ reader's wait for bytes (`IdleTimer`): setting or clearing it costs nothing, and
 connection that is not reading has no timer left to wait for.
 
 When the deadline passes, the connection is closed unless a request is waiting for the
-server (`request_waiting`): bytes unread in its socket, or a head parsed whose answer
-has begun. A server that is behind (a reconnect storm) comes to such requests after the
-timer, and answers them. A stopping server ends its idle connections at once
-(`IdleConnections.close_all`), as Hypercorn's timer did on ``context.terminated``.
+server (`request_waiting`): bytes unread in its socket, or a head parsed whose request
+has yet to stop the timer. A server that is behind (a reconnect storm) comes to such
+requests after the timer, and answers them. A stopping server ends its idle connections
+at once (`IdleConnections.close_all`), as Hypercorn's timer did on
+``context.terminated``.
 """
 
 from __future__ import annotations
@@ -53,19 +54,27 @@ class IdleTimer:
     """A connection's ``idle_task`` (Hypercorn's ``TrioSingleTask``): the deadline of
     its reader's wait for bytes. ``restart`` and ``stop`` are Hypercorn's calls."""
 
-    __slots__ = ("_connections", "_timeout", "deadline", "scope")
+    __slots__ = ("_connections", "_ended", "_timeout", "deadline", "scope")
 
     def __init__(self, connections: IdleConnections, timeout: float) -> None:
         self._connections = connections
         self._timeout = timeout
+        self._ended = False
         self.deadline = math.inf
         self.scope: trio.CancelScope | None = None  # the reader's, while it waits
 
     async def restart(self, task_group: Any = None, action: Any = None) -> None:
+        if self._ended:  # an answer that ended after its connection's reading
+            return
         closing = self._connections.closing
         self.set(trio.current_time() + (0.0 if closing else self._timeout))
 
     async def stop(self) -> None:
+        self.set(math.inf)
+
+    def end(self) -> None:
+        """The reader has ended: no deadline is kept from now on."""
+        self._ended = True
         self.set(math.inf)
 
     @property
@@ -126,4 +135,4 @@ async def read_data(server: Any) -> None:
                 break
         await server.protocol.handle(Closed())
     finally:
-        await timer.stop()
+        timer.end()

@@ -15,62 +15,27 @@ warm-up and set-up too) over the operations measured: compare it between the tre
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import socket
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
+import relay_bench
 from loadgen import proc_cpu
-from relay_bench import UNLIMITED
-
-BENCH = Path(__file__).resolve().parent
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def one_round(tree: Path, args: argparse.Namespace, port: int) -> tuple[float, float]:
+def one_round(tree: Path, args: argparse.Namespace) -> tuple[float, float]:
     """(operations per second, server CPU ms per operation) on a fresh server of ``tree``."""
-    pin = ["taskset", "-c"] if shutil.which("taskset") and not args.no_pin else None
-    env = dict(os.environ, PYTHONPATH=f"{tree / 'src'}{os.pathsep}{tree}")
-    serve = [sys.executable, "-m", "roomkeeper", "serve", "--storage", "memory"]
-    serve += ["--log-level", "warning", "--port", str(port), *UNLIMITED]
-    server = subprocess.Popen(
-        [*pin, "0", *serve] if pin else serve,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        time.sleep(args.startup)
-        cpu0 = proc_cpu(server.pid)
-        load = [sys.executable, str(BENCH / "loadgen.py"), args.mode]
-        load += ["--url", f"http://127.0.0.1:{port}", "--protocol", "roomkeeper"]
-        load += ["--pid", str(server.pid)]
+    os.environ["PYTHONPATH"] = f"{tree / 'src'}{os.pathsep}{tree}"  # for the server's process
+    bench = argparse.Namespace(no_pin=args.no_pin, server_cpu="0", gen_cpu="1", quick=False)
+    server = relay_bench.Server(relay_bench.RK, bench)
+    with relay_bench.running(server):
+        cpu = proc_cpu(server.pid)
         if args.mode == "capacity":
-            load += ["--streams", str(args.streams), "--concurrency", "64"]
+            extra = ["--streams", str(args.streams), "--concurrency", "64"]
         else:
-            load += ["--duration", str(args.duration), "--warmup", "2"]
-        done = subprocess.run(
-            [*pin, "1", *load] if pin else load, capture_output=True, text=True, check=False
-        )
-        cpu = proc_cpu(server.pid) - cpu0
-    finally:
-        server.terminate()
-        server.wait(30)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
-        raise SystemExit(f"loadgen failed on {tree}:\n{done.stderr[-2000:]}")
-    result = json.loads(lines[-1][7:])
+            extra = ["--duration", str(args.duration), "--warmup", "2"]
+        result = relay_bench.loadgen(bench, args.mode, server, extra, 600)
+        cpu = proc_cpu(server.pid) - cpu
     if args.mode == "capacity":
         return result["streams_per_s"], 1000 * cpu / result["streams"]
     delivered = result["signals_per_s"] * args.duration
@@ -85,7 +50,6 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--streams", type=int, default=10_000, help="capacity: streams opened")
     parser.add_argument("--duration", type=float, default=8.0, help="throughput: seconds")
-    parser.add_argument("--startup", type=float, default=2.5, help="seconds for a server to start")
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
     args = parser.parse_args()
     trees = {"base": args.base.resolve(), "new": args.new.resolve()}
@@ -94,7 +58,7 @@ def main() -> int:
     for n in range(args.rounds):
         order = ["base", "new"] if n % 2 == 0 else ["new", "base"]
         for name in order:
-            rate, cpu = one_round(trees[name], args, free_port())
+            rate, cpu = one_round(trees[name], args)
             results[name].append((rate, cpu))
             print(f"round {n + 1} {name}: {rate:.1f} {unit}, server {cpu:.3f} ms CPU each")
     medians = {

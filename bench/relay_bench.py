@@ -50,6 +50,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
+from loadgen import proc_cpu
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 LOADGEN = BENCH / "loadgen.py"
@@ -214,7 +216,8 @@ def loadgen(
 def storm(
     args: argparse.Namespace, server: Server, extra: list[str], timeout: float
 ) -> dict[str, Any]:
-    """``loadgen storm --wait-restart``: restart the server when the clients are ready."""
+    """``loadgen storm --wait-restart``: restart the server when the clients are ready.
+    The result adds the restarted server's CPU seconds until the load generator exits."""
     log(f"  {server.kind}: storm {' '.join(extra)}")
     cmd = loadgen_cmd(args, "storm", server, [*extra, "--wait-restart"])
     proc = subprocess.Popen(
@@ -222,17 +225,20 @@ def storm(
     )
     assert proc.stdin is not None and proc.stdout is not None
     lines = []
+    cpu = 0.0
     started = time.monotonic()
     try:
         for line in proc.stdout:
             lines.append(line)
             if line.startswith("STORM-READY"):
                 server.restart()
+                cpu = proc_cpu(server.pid)
                 proc.stdin.write("GO\n")
                 proc.stdin.flush()
             if time.monotonic() - started > timeout:
                 raise RuntimeError("storm timed out")
         proc.wait(30)
+        cpu = proc_cpu(server.pid) - cpu
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -240,7 +246,7 @@ def storm(
     if proc.returncode != 0:
         assert proc.stderr is not None
         raise RuntimeError(f"storm failed: {proc.stderr.read()[-3000:]}")
-    return result_of("".join(lines), "storm")
+    return {**result_of("".join(lines), "storm"), "storm_server_cpu_s": round(cpu, 2)}
 
 
 # --- profiling ------------------------------------------------------------------------

@@ -120,6 +120,7 @@ class GuardedConfig(Config):
     cors_origins: tuple[str, ...] = ("*",)
 
     def __init__(self) -> None:
+        super().__init__()
         self.idle_connections = reader.IdleConnections()
 
 

@@ -15,10 +15,13 @@ import h11
 import httpx
 import pytest
 import trio
+from hypercorn.events import RawData
 from hypercorn.trio.tcp_server import TCPServer
 
 from roomkeeper.http.app import ROOMS, create_app
+from roomkeeper.http.direct import DirectWrite
 from roomkeeper.http.guard import DISCONNECT, Departure
+from roomkeeper.runtime import Wrote
 from roomkeeper.runtime.ids import ActorId
 from roomkeeper.testing import AsyncEmbeddedServer, serve_async
 
@@ -242,6 +245,36 @@ async def test_an_idle_stream_is_written_to_by_the_tasks_with_its_events_not_its
         assert streams.writes_at_once_total >= at_once + 3  # heartbeat, arrival, signal
         for s in (sock, other):
             await s.aclose()
+
+
+@pytest.mark.single_process("counts the server's writes in this process")
+async def test_a_streams_head_goes_out_with_its_first_bytes_in_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Head, `retry:` and session event: one write to the socket, none through Hypercorn."""
+    through_hypercorn: list[bytes] = []
+    to_the_socket: list[bytes] = []
+    protocol_send, direct_write = TCPServer.protocol_send, DirectWrite.__call__
+
+    async def counted_protocol_send(self: TCPServer, event: Any) -> None:
+        if isinstance(event, RawData):
+            through_hypercorn.append(event.data)
+        await protocol_send(self, event)
+
+    def counted_direct_write(self: DirectWrite, data: bytes) -> Wrote:
+        wrote = direct_write(self, data)
+        if wrote is not Wrote.NOTHING:
+            to_the_socket.append(data)
+        return wrote
+
+    monkeypatch.setattr(TCPServer, "protocol_send", counted_protocol_send)
+    monkeypatch.setattr(DirectWrite, "__call__", counted_direct_write)
+    async with serve_async(heartbeat=60.0) as server:
+        sock, _ = await _open_stream(server.url, _connect("together"))
+        assert through_hypercorn == []
+        assert len(to_the_socket) == 1 and to_the_socket[0].startswith(b"retry: ")
+        assert b"event: session" in to_the_socket[0]
+        await sock.aclose()
 
 
 @pytest.mark.single_process("sends on the server's stream in this process")

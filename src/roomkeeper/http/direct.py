@@ -73,14 +73,9 @@ class DirectWrite:
 
     def __call__(self, data: bytes) -> Wrote:
         connection = self._connection
-        if (
-            self.owed
-            or self._lock.locked()
-            or connection.our_state is not h11.SEND_BODY
-            or getattr(connection, "held_head", b"")  # (a guarded connection's: guard.py)
-        ):
+        if self.owed or self._lock.locked() or connection.our_state is not h11.SEND_BODY:
             return Wrote.NOTHING
-        try:
+        try:  # (with the answer's head, where the connection held it: `hold_head`)
             framed = connection.send(h11.Data(data=data))
         except h11.LocalProtocolError:  # an answer framed by its length, say: too long
             return Wrote.NOTHING
@@ -94,6 +89,13 @@ class DirectWrite:
             return Wrote.ALL
         self.owed = framed[sent:]
         return Wrote.SOME
+
+    def hold_head(self) -> None:
+        """Hold the answer's head, about to be sent, for its first body bytes to take it
+        along in their write: its sender must send them at once. Only on a guarded
+        connection (guard.py); elsewhere the head goes alone, as before."""
+        if hasattr(self._connection, "held_head"):
+            self._connection.hold_head = True  # type: ignore[attr-defined]
 
     async def flush(self) -> None:
         """Send what was taken and not yet written, through Hypercorn."""

@@ -200,14 +200,16 @@ class ApiEdge:
             await exchange.answer(answer.status, body, dict(answer.headers), room)
             return
         slot = answer.slot
+        streams = self.api.system.streams
+        extensions: Mapping[str, Any] = scope.get("extensions") or {}
+        direct: DirectWrite | None = extensions.get(WRITE_NOW)
         try:
+            if direct is not None and isinstance(body, Stream) and streams.codec.preamble():
+                direct.hold_head()  # `pump` writes the preamble at once: the head goes with it
             await exchange.start(answer.status, dict(answer.headers), room)
             if slot is not None:
                 slot.start()
             if isinstance(body, Stream):
-                streams = self.api.system.streams
-                extensions: Mapping[str, Any] = scope.get("extensions") or {}
-                direct: DirectWrite | None = extensions.get(WRITE_NOW)
                 async with exchange.until_gone(lambda: streams.disconnect(body)):
                     if direct is None:
                         await streams.pump(body, exchange.write)

@@ -128,18 +128,21 @@ class LastRequestConnection(h11.Connection):
     """h11's server connection, holding back what follows a connection's last request
     (``PAUSED``, as h11 does after a request that keeps the connection alive) while its
     answer is being sent, instead of refusing it at once; it keeps why it refused a
-    request (``refused``). The head of an answer framed by its length is held
-    (``held_head``) and goes out with the answer's first bytes after it, in one write."""
+    request (``refused``). The head of an answer framed by its length, or of one whose
+    first bytes its application sends at once (``hold_head``, set by `DirectWrite`), is
+    held (``held_head``) and goes out with the answer's first bytes after it, in one
+    write."""
 
     refused: str | None = None
     held_head = b""
+    hold_head = False
 
     def send(self, event: Any) -> Any:
         data = super().send(event)
-        if type(event) is h11.Response and any(
-            name == b"content-length" for name, _ in event.headers
+        if type(event) is h11.Response and (
+            self.hold_head or any(name == b"content-length" for name, _ in event.headers)
         ):
-            self.held_head = data or b""
+            self.held_head, self.hold_head = data or b"", False
             return b""
         if self.held_head:
             data, self.held_head = self.held_head + (data or b""), b""

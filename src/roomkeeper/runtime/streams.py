@@ -273,21 +273,26 @@ class StreamRegistry:
         write_now: WriteNow | None = None,
     ) -> None:
         """Hand the stream's bytes to ``write`` as they come (bursts joined into one
-        write) until the stream is closed (`disconnect` closes it when its consumer goes
-        away); while it waits with nothing queued, events are given to ``write_now``
-        first, by the task that sends them. If this is cancelled, or ``write`` fails,
+        write; the codec's preamble first, before any wait, with what is queued) until
+        the stream is closed (`disconnect` closes it when its consumer goes away); while
+        it waits with nothing queued, events are given to ``write_now`` first, by the
+        task that sends them. If this is cancelled, or ``write`` fails,
         first, the consumer has gone away: the actor is told ("disconnected")."""
         stream.claimed = True
+        preamble = self.codec.preamble()  # first, with what is queued, in one write
         try:
-            await write(self.codec.preamble())
             while True:
                 if stream.buffer or stream.due:
-                    chunk = b"".join(stream.buffer)
+                    chunk = preamble + b"".join(stream.buffer)
+                    preamble = b""
                     stream.buffer = []
                     stream.buffered = 0
                     stream.due = False
                     self.writes_by_pump_total += 1
                     await write(chunk)
+                elif preamble:
+                    await write(preamble)
+                    preamble = b""
                 elif stream.closed:
                     return
                 else:

@@ -11,6 +11,7 @@ import trio
 from hypercorn.events import RawData
 
 from roomkeeper.http.direct import DirectWrite
+from roomkeeper.http.guard import LastRequestConnection
 from roomkeeper.runtime import Wrote
 
 
@@ -104,3 +105,59 @@ async def test_the_stream_tasks_write_flushes_first_and_writes_at_once_where_it_
     await write(b"two")  # Hypercorn holds the connection: through its send
     pair.lock.release()
     assert through_hypercorn == [b"two"]
+
+
+class Recorder:
+    """A socket that takes everything, and keeps each write."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def send(self, data: bytes, flags: int = 0) -> int:
+        self.writes.append(bytes(data))
+        return len(data)
+
+
+def _held(connection: h11.Connection, recorder: Recorder) -> tuple[DirectWrite, bytes]:
+    """A direct writer that held the head of its streaming answer: it and the head."""
+    connection.receive_data(b"GET /api/connect HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert isinstance(connection.next_event(), h11.Request)
+    assert isinstance(connection.next_event(), h11.EndOfMessage)
+    direct = DirectWrite(connection, trio.Lock(), recorder, Pair().send)  # type: ignore[arg-type]
+    direct.hold_head()
+    head = h11.Response(status_code=200, headers=[("Content-Type", "text/event-stream")])
+    assert connection.send(head) == b""  # held
+    return direct, bytes(connection.held_head)  # type: ignore[attr-defined]
+
+
+async def test_a_held_head_goes_out_with_the_first_bytes_in_one_write() -> None:
+    recorder = Recorder()
+    direct, head = _held(LastRequestConnection(h11.SERVER), recorder)
+    assert head.startswith(b"HTTP/1.1 200") and head.endswith(b"\r\n\r\n")
+    assert direct(b"retry: 1\n\n") is Wrote.ALL
+    assert direct(b"id: 1\n\n") is Wrote.ALL
+    assert recorder.writes == [head + b"a\r\nretry: 1\n\n\r\n", b"7\r\nid: 1\n\n\r\n"]
+
+
+async def test_a_held_head_goes_with_the_first_bytes_sent_any_other_way() -> None:
+    connection = LastRequestConnection(h11.SERVER)
+    _, head = _held(connection, Recorder())
+    assert connection.send(h11.Data(data=b"x")) == head + b"1\r\nx\r\n"  # through Hypercorn
+    _, head = _held(connection := LastRequestConnection(h11.SERVER), Recorder())
+    assert connection.send(h11.EndOfMessage()) == head + b"0\r\n\r\n"  # an answer ended at once
+
+
+async def test_only_the_next_head_is_held_and_only_on_a_guarded_connection() -> None:
+    connection = LastRequestConnection(h11.SERVER)
+    direct, _ = _held(connection, Recorder())
+    connection.send(h11.EndOfMessage())
+    connection.start_next_cycle()
+    connection.receive_data(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert isinstance(connection.next_event(), h11.Request)
+    assert connection.send(h11.Response(status_code=200, headers=[])).startswith(b"HTTP/1.1")
+    assert direct(b"x") is Wrote.ALL and connection.held_head == b""
+    plain = h11.Connection(h11.SERVER)
+    plain.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    plain.next_event()
+    DirectWrite(plain, trio.Lock(), Recorder(), Pair().send).hold_head()  # type: ignore[arg-type]
+    assert plain.send(h11.Response(status_code=200, headers=[])).startswith(b"HTTP/1.1")

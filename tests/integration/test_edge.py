@@ -247,6 +247,38 @@ async def test_an_idle_stream_is_written_to_by_the_tasks_with_its_events_not_its
             await s.aclose()
 
 
+@pytest.mark.parametrize(
+    ("request_bytes", "status_line"),
+    [
+        (_connect("reasons"), b"HTTP/1.1 200 OK\r\n"),  # an event stream
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 200 OK\r\n"),  # Quart's
+        (b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 404 Not Found\r\n"),
+        (
+            b"POST /api/signal?room=r HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+            b"HTTP/1.1 400 Bad Request\r\n",  # the edge's JSON error
+        ),
+        (
+            b"OPTIONS /api/signal HTTP/1.1\r\nHost: x\r\nOrigin: https://a.example\r\n"
+            b"Access-Control-Request-Method: POST\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\n",
+        ),
+        (b"GET / HTTP/1.1 extra\r\n\r\n", b"HTTP/1.1 400 Bad Request\r\n"),  # h11 refuses
+    ],
+)
+async def test_every_status_line_has_its_reason_phrase(
+    server: AsyncEmbeddedServer, request_bytes: bytes, status_line: bytes
+) -> None:
+    """As Cloudflare's: a browser's ``fetch`` gives it as ``statusText``."""
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    async with await trio.open_tcp_stream(host, int(port)) as sock:
+        await sock.send_all(request_bytes)
+        seen = b""
+        with trio.fail_after(10):
+            while b"\r\n" not in seen:
+                seen += await sock.receive_some(1 << 16)
+    assert seen.startswith(status_line), seen[:100]
+
+
 @pytest.mark.single_process("counts the server's writes in this process")
 async def test_a_streams_head_goes_out_with_its_first_bytes_in_one_write(
     monkeypatch: pytest.MonkeyPatch,

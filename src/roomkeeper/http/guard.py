@@ -12,6 +12,9 @@
   bytes are now left unread until the answer is out; then the connection closes.
 - **An answer framed by its length goes out in one write**, head and body, not one for
   each and a third, empty, for its end (`LastRequestConnection`, `send_h11_event`).
+- **A status line has its reason phrase** (``HTTP/1.1 200 OK``, as Cloudflare sends
+  it): Hypercorn sent none, and a browser's ``fetch`` then gives an empty
+  ``statusText``.
 - **What h11 refuses is answered as the API answers.** Hypercorn answered a request h11
   could not parse (malformed, a head too large) with an empty body; it is now the
   protocol's JSON error (`roomkeeper.http.refusal`) with the server's CORS headers and a
@@ -42,6 +45,7 @@ say) runs Hypercorn's code unchanged.
 from __future__ import annotations
 
 import contextvars
+import http
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -110,6 +114,7 @@ _ORIGINAL = "_roomkeeper_original"
 _SERVER: contextvars.ContextVar[Any] = contextvars.ContextVar("roomkeeper_tcp_server")
 """The connection (Hypercorn's ``TCPServer``) whose task this is."""
 _ANSWERING = (h11.SEND_RESPONSE, h11.SEND_BODY)
+_REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
 
 
 class GuardedConfig(Config):
@@ -128,18 +133,26 @@ class LastRequestConnection(h11.Connection):
     """h11's server connection, holding back what follows a connection's last request
     (``PAUSED``, as h11 does after a request that keeps the connection alive) while its
     answer is being sent, instead of refusing it at once; it keeps why it refused a
-    request (``refused``). The head of an answer framed by its length, or of one whose
-    first bytes its application sends at once (``hold_head``, set by `DirectWrite`), is
-    held (``held_head``) and goes out with the answer's first bytes after it, in one
-    write."""
+    request (``refused``). It gives a head without a reason phrase its status's. The
+    head of an answer framed by its length, or of one whose first bytes its application
+    sends at once (``hold_head``, set by `DirectWrite`), is held (``held_head``) and goes
+    out with the answer's first bytes after it, in one write."""
 
     refused: str | None = None
     held_head = b""
     hold_head = False
 
     def send(self, event: Any) -> Any:
+        kind = type(event)
+        if (kind is h11.Response or kind is h11.InformationalResponse) and not event.reason:
+            event = kind(
+                headers=event.headers,  # h11's own, validated: not validated again
+                status_code=event.status_code,
+                http_version=event.http_version,
+                reason=_REASONS.get(event.status_code, b""),
+            )
         data = super().send(event)
-        if type(event) is h11.Response and (
+        if kind is h11.Response and (
             self.hold_head or any(name == b"content-length" for name, _ in event.headers)
         ):
             self.held_head, self.hold_head = data or b"", False

@@ -182,13 +182,14 @@ class Peer:
         try:
             with scope:
                 if stream is not None:
-                    preamble = True
+                    preamble = self.world.system.streams.codec.preamble()
 
                     async def take(chunk: bytes) -> None:
                         nonlocal preamble, horizon
-                        if preamble:  # the codec's `retry:`, before any event
-                            preamble = False
-                            return
+                        if preamble:  # the codec's `retry:`, before any event (or with them)
+                            chunk, preamble = chunk.removeprefix(preamble), b""
+                            if not chunk:
+                                return
                         now = trio.current_time()
                         horizon = self._arrived(transit, now, joined, horizon)
                         transit.append(self._take(chunk, joined, now))

@@ -48,6 +48,31 @@ async def test_events_reach_the_consumer_in_order_with_growing_ids(autojump_cloc
         assert got == sorted(set(got)) and got[0] >= 10**20 + int(EPOCH * 1e6)
 
 
+async def test_the_preamble_goes_with_what_is_queued_in_one_write_before_any_wait(
+    autojump_clock: Any,
+) -> None:
+    """So that an HTTP answer's head, held for them, goes out in one write (http/edge.py)."""
+    async with system() as sys:
+        stub = sys.get("counters", "a")
+        queued = await stub.ask(("stream", {"who": "x"}))
+        empty = await stub.ask(("stream", {"who": "y"}))
+        assert await stub.ask(("send", queued, b"early")) is not None
+        for sid in (queued, empty):
+            stream = sys.streams.get(sid)
+            assert stream is not None
+            writes: list[bytes] = []
+
+            async def write(chunk: bytes, into: list[bytes] = writes) -> None:
+                into.append(chunk)
+
+            with trio.move_on_after(1):
+                await sys.streams.pump(stream, write)
+            first, *_ = writes
+            assert first.startswith(b"start\n")
+            assert (b" early" in first) is (sid == queued)
+            assert all(not w.startswith(b"start") for w in writes[1:])
+
+
 async def test_heartbeats_flow_without_waking_a_hibernated_actor(autojump_clock: Any) -> None:
     async with system(hibernate_after=10) as sys:
         stub = sys.get("counters", "a")

@@ -196,12 +196,15 @@ async def test_a_slow_consumer_loses_nothing(autojump_clock: Any) -> None:
         stream = system.streams.get(joined.stream_id)
         assert stream is not None
 
-        async def stop_reading(chunk: bytes) -> None:  # b claims its stream, reads no more
+        first: list[bytes] = []
+
+        async def stop_reading(chunk: bytes) -> None:  # b takes its first bytes, no more
+            first.append(chunk)
             await trio.sleep_forever()
 
         nursery.start_soon(system.streams.pump, stream, stop_reading)
         await trio.testing.wait_all_tasks_blocked()
-        token = orjson.loads(stream.buffer[0].split(b"data: ")[1].split(b"\n")[0])["token"]
+        token = orjson.loads(first[0].split(b"data: ")[1].split(b"\n")[0])["token"]
         room = system.get("rooms", "r")
         big = {"sdp": "x" * 3000}
         for _ in range(12):  # more than b's buffer holds

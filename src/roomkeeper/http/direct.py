@@ -75,10 +75,14 @@ class DirectWrite:
         connection = self._connection
         if self.owed or self._lock.locked() or connection.our_state is not h11.SEND_BODY:
             return Wrote.NOTHING
-        try:  # (with the answer's head, where the connection held it: `hold_head`)
-            framed = connection.send(h11.Data(data=data))
-        except h11.LocalProtocolError:  # an answer framed by its length, say: too long
-            return Wrote.NOTHING
+        # (with the answer's head, where the connection held it: `hold_head`)
+        frame = getattr(connection, "frame", None)  # a guarded connection's (guard.py)
+        framed = None if frame is None else frame(data)
+        if framed is None:
+            try:
+                framed = connection.send(h11.Data(data=data))
+            except h11.LocalProtocolError:  # an answer framed by its length, say: too long
+                return Wrote.NOTHING
         if not framed:
             return Wrote.ALL
         try:

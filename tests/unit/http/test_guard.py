@@ -15,8 +15,11 @@ from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
+from hypothesis import given
+from hypothesis import strategies as st
 
 from roomkeeper.http.guard import (
+    _CHUNKED,
     DISCONNECT,
     Departure,
     GuardedConfig,
@@ -152,6 +155,44 @@ def test_a_streaming_answers_head_goes_out_at_once() -> None:
     assert head is not None and head.startswith(b"HTTP/1.1 200 ")
     assert b"Transfer-Encoding: chunked" in head
     assert conn.send(h11.Data(data=b"x")) == b"1\r\nx\r\n"
+
+
+def _answer(conn: h11.Connection, version: bytes, method: bytes, framing: list[Any]) -> bytes:
+    conn.receive_data(method + b" / HTTP/" + version + b"\r\nHost: x\r\n\r\n")
+    assert isinstance(conn.next_event(), h11.Request)
+    assert isinstance(conn.next_event(), h11.EndOfMessage)
+    return conn.send(h11.Response(status_code=200, headers=framing, reason=b"OK")) or b""
+
+
+@given(
+    version=st.sampled_from([b"1.1", b"1.0"]),
+    method=st.sampled_from([b"GET", b"HEAD"]),
+    chunks=st.lists(st.binary(max_size=300), max_size=6),
+    length_framed=st.booleans(),
+)
+def test_a_guarded_connection_frames_a_body_as_h11_does(
+    version: bytes, method: bytes, chunks: list[bytes], length_framed: bool
+) -> None:
+    """Byte for byte, head and chunks and end together, whoever frames the chunks."""
+    if method == b"HEAD":
+        chunks = []  # h11 refuses any body bytes
+    framing = [("Content-Length", str(sum(map(len, chunks))))] if length_framed else []
+    plain, guarded = h11.Connection(h11.SERVER), LastRequestConnection(h11.SERVER)
+    wire = {id(conn): _answer(conn, version, method, framing) for conn in (plain, guarded)}
+    for event in [h11.Data(data=chunk) for chunk in chunks] + [h11.EndOfMessage()]:
+        for conn in (plain, guarded):
+            wire[id(conn)] += conn.send(event) or b""
+    assert wire[id(guarded)] == wire[id(plain)]
+
+
+def test_a_chunk_of_a_chunked_answer_is_framed_without_h11_by_the_installed_h11() -> None:
+    assert _CHUNKED is not None  # else h11 frames every chunk, at 9 µs each
+    conn = _answering()
+    conn.send(h11.Response(status_code=200, headers=[]))
+    assert conn.frame(b"hello") == b"5\r\nhello\r\n" and conn.frame(b"") is None
+    length_framed = _answering()
+    length_framed.send(h11.Response(status_code=200, headers=[("Content-Length", "5")]))
+    assert length_framed.frame(b"hello") is None  # h11 counts what it sends
 
 
 async def test_nothing_is_sent_when_h11_has_nothing_to_send() -> None:

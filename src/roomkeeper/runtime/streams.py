@@ -276,8 +276,8 @@ class StreamRegistry:
         write; the codec's preamble first, before any wait, with what is queued) until
         the stream is closed (`disconnect` closes it when its consumer goes away); while
         it waits with nothing queued, events are given to ``write_now`` first, by the
-        task that sends them. If this is cancelled, or ``write`` fails,
-        first, the consumer has gone away: the actor is told ("disconnected")."""
+        task that sends them. If this is cancelled, or ``write`` fails first, the
+        consumer has gone away: the actor is told ("disconnected")."""
         stream.claimed = True
         preamble = self.codec.preamble()  # first, with what is queued, in one write
         try:

@@ -40,7 +40,7 @@ class DirectWrite:
     """Writes a streaming answer's body bytes to its connection's socket at once, from
     any task, when that needs no wait (a `roomkeeper.runtime.WriteNow`)."""
 
-    __slots__ = ("_connection", "_lock", "_send", "_socket", "owed")
+    __slots__ = ("_connection", "_frame", "_lock", "_send", "_socket", "owed")
 
     def __init__(
         self,
@@ -50,6 +50,8 @@ class DirectWrite:
         send: Callable[[Any], Awaitable[None]],
     ) -> None:
         self._connection = connection
+        # A guarded connection frames a chunk itself (guard.py), with a held head.
+        self._frame: Callable[[bytes], bytes | None] | None = getattr(connection, "frame", None)
         self._lock = lock
         self._socket = sock
         self._send = send
@@ -75,10 +77,8 @@ class DirectWrite:
         connection = self._connection
         if self.owed or self._lock.locked() or connection.our_state is not h11.SEND_BODY:
             return Wrote.NOTHING
-        # (with the answer's head, where the connection held it: `hold_head`)
-        frame = getattr(connection, "frame", None)  # a guarded connection's (guard.py)
-        framed = None if frame is None else frame(data)
-        if framed is None:
+        framed = None if self._frame is None else self._frame(data)
+        if framed is None:  # (h11 adds a head the connection held, too: `hold_head`)
             try:
                 framed = connection.send(h11.Data(data=data))
             except h11.LocalProtocolError:  # an answer framed by its length, say: too long
